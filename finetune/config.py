@@ -72,6 +72,9 @@ class TrainConfig(_Strict):
     gradient_checkpointing: bool = False
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: float32 on CPU, bfloat16 on GPU
     resume: bool = False  # continue from the newest checkpoint in work_dir
+    # Keep every intermediate checkpoint (weights only) in OUTPUT_DIR/checkpoints/checkpoint-N,
+    # for a forgetting curve: `harness compare --checkpoints OUTPUT_DIR`.
+    keep_checkpoints: bool = False
 
 
 class LoraSection(_Strict):

@@ -180,7 +180,8 @@ def _build_trainer(cfg: FinetuneConfig, model: Any, peft_config: Any, tokenizer:
         warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, lr_scheduler_type=t.lr_scheduler,
         max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, logging_first_step=True,
         eval_strategy="steps" if has_validation else "no", eval_steps=t.eval_every_steps,
-        save_strategy="steps", save_steps=t.eval_every_steps, save_total_limit=2,
+        save_strategy="steps", save_steps=t.eval_every_steps,
+        save_total_limit=None if t.keep_checkpoints else 2,
         load_best_model_at_end=has_validation and t.early_stopping_patience is not None,
         metric_for_best_model="eval_loss", greater_is_better=False,
         gradient_checkpointing=t.gradient_checkpointing, report_to="none", disable_tqdm=False,
@@ -279,3 +280,21 @@ def _save(cfg: FinetuneConfig, model: Any, tokenizer: Any, manifest: dict[str, A
         # The exact splits trained and validated on, so held-out loss can be recomputed from the checkpoint.
         write_splits(prepared, stage / "data")
         atomic.write_json(stage / MANIFEST, manifest)
+        if cfg.train.keep_checkpoints:
+            _keep_checkpoints(cfg.work_path(), stage / "checkpoints", manifest)
+
+
+# Trainer checkpoints also hold optimizer, scheduler and RNG state as pickles; kept checkpoints are weights only.
+_CHECKPOINT_SKIP = ("*.pt", "*.pth", "*.bin", "trainer_state.json")
+
+
+def _keep_checkpoints(work: Path, dest: Path, manifest: dict[str, Any]) -> None:
+    """Copy each work/checkpoint-N's safetensors weights, configs and tokenizer to dest/checkpoint-N,
+    with a manifest naming the base and the step, so each loads as a model reference of its own."""
+    for ckpt in sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])):
+        target = dest / ckpt.name
+        shutil.copytree(ckpt, target, ignore=shutil.ignore_patterns(*_CHECKPOINT_SKIP))
+        step = int(ckpt.name.rsplit("-", 1)[1])
+        atomic.write_json(target / MANIFEST, {
+            "harness_manifest_version": 1, "kind": manifest["kind"], "base": manifest["base"],
+            "method": manifest["method"], "step": step, "checkpoint_of": manifest["command"]})

@@ -82,3 +82,14 @@ def check_backends_agree(first: Backend, second: Backend, *, label: str = "model
                 f"{p.logprob:.4f} vs {y[i].logprob:.4f} nats, beyond {tol_nats_per_token} nats/token x "
                 f"{p.n_tokens} tokens; the adapter may be applied on one backend only")
     return CanaryResult(max(diffs), diffs)
+
+
+def adapter_canary(base: Backend, adapter: Backend, *, label: str = "adapter") -> dict[str, float]:
+    """The full check before scoring an adapter: it moves the base's probes, and, on a
+    vLLM engine, vLLM's own scores agree with hf for the same adapter. Returns the
+    largest differences (for the run manifest); raises CanaryError otherwise."""
+    out = {"vs_base_max_abs_diff_nats": check_adapter_applied(base, adapter, label=label).max_abs_diff_nats}
+    hf_delegate = getattr(adapter, "_hf_delegate", None)
+    if hf_delegate is not None:
+        out["vllm_vs_hf_max_abs_diff_nats"] = check_backends_agree(adapter, hf_delegate(), label=label).max_abs_diff_nats
+    return out

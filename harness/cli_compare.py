@@ -11,8 +11,11 @@ HELP = "compare candidates against a baseline on a suite; exit 1 when a candidat
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, help="model reference scored once and shared by all candidates")
-    p.add_argument("--candidate", action="append", required=True, dest="candidates",
+    p.add_argument("--candidate", action="append", default=[], dest="candidates",
                    help="model reference (repeatable); checkpoints named checkpoint-N form a trend")
+    p.add_argument("--checkpoints", action="append", default=[], metavar="FINETUNE_DIR",
+                   help="add every checkpoint a finetune kept (train.keep_checkpoints) as a candidate, in step "
+                        "order: the forgetting curve")
     p.add_argument("--suite", required=True, help="suite name (suites/*.yaml) or path")
     p.add_argument("--golden", help="golden set (JSONL or a named set) for judge win rates")
     p.add_argument("--judge", help="judge model reference (default: the local SmolLM2)")
@@ -28,9 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.compare import CompareConfig
-    from harness.compare_run import run_compare, write_compare
+    from harness.compare_run import checkpoint_candidates, run_compare, write_compare
 
-    cfg = CompareConfig(baseline=args.baseline, candidates=tuple(args.candidates), suite=args.suite,
+    candidates = [*args.candidates, *(c for d in args.checkpoints for c in checkpoint_candidates(d))]
+    cfg = CompareConfig(baseline=args.baseline, candidates=tuple(candidates), suite=args.suite,
                         golden=args.golden, judge=args.judge, backend=args.backend, limit=args.limit,
                         confidence=args.confidence, seed=args.seed, check_canary=not args.no_canary)
     compare, sources = run_compare(settings, cfg)

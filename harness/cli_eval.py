@@ -28,7 +28,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness import store
     from harness.errors import HarnessError
     from harness.backends import open_models
-    from harness.canary import check_adapter_applied
+    from harness.canary import adapter_canary
     from harness.evaluate import evaluate_suite
     from harness.models import resolve
     from harness.suite import load_suite
@@ -40,16 +40,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     t0 = time.time()
     resolved = resolve(settings, args.model)
     refs = [resolved] if resolved.adapter_path is None or args.no_canary else [resolved, resolved.ref.base_ref().raw]
+    canary: dict | str = ("not an adapter" if resolved.adapter_path is None else "skipped (--no-canary)"
+                          if args.no_canary else "not needed: every item was cached")
     with open_models(settings, refs, args.backend, opts) as backends:
-        if len(refs) == 2:
-            # An adapter that changes nothing would score exactly like its base: refuse it.
-            check_adapter_applied(backends[resolved.ref.base_ref().raw], backends[resolved.ref.raw],
-                                  label=resolved.ref.raw)
+        def check() -> None:
+            # An adapter that changes nothing would score exactly like its base: refuse it
+            # before the first item that must be computed (a fully cached rerun skips this).
+            nonlocal canary
+            canary = adapter_canary(backends[resolved.ref.base_ref().raw], backends[resolved.ref.raw],
+                                    label=resolved.ref.raw)
+
         run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
-                              use_fast_scorer=not args.no_fast_scorer)
+                              use_fast_scorer=not args.no_fast_scorer, before_compute=check if len(refs) == 2 else None)
+        run_.manifest["canary"] = canary
         server = getattr(backends[resolved.ref.raw], "server", None)
-        if server is not None:
-            run_.extra_files["vllm-server.log"] = server.log_path.read_text(errors="replace")
+        log_text = server.log_text() if server is not None else None
+        if log_text:
+            run_.extra_files["vllm-server.log"] = log_text
     folder = store.write_run(settings.runs_dir, run_)
     print(f"{'task':24s} {'metric':18s} {'value':>9s} {'n':>6s} {'unscored':>8s}")
     for label, t in run_.aggregates["tasks"].items():

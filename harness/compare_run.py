@@ -9,33 +9,24 @@ the base or one of its adapters.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from harness import store
 from harness.backends.base import Backend
-from harness.compare import CompareConfig, compare_eval_runs, overall_verdict, trend_of
+from harness.canary import adapter_canary
+from harness.compare import CompareConfig, checkpoint_step, compare_eval_runs, overall_verdict, trend_of
 from harness.errors import HarnessError
-from harness.models import ResolvedModel, resolve
+from harness.models import MANIFEST, ResolvedModel, resolve
 from harness.settings import Settings
 from harness.store import Run
 
 log = logging.getLogger(__name__)
-
-
-def _canary(backends: dict[str, Backend], baseline: ResolvedModel, cand: ResolvedModel) -> dict[str, Any]:
-    from harness.canary import check_adapter_applied, check_backends_agree
-
-    out: dict[str, Any] = {}
-    base_b, cand_b = backends[baseline.ref.raw], backends[cand.ref.raw]
-    out["vs_base_max_abs_diff_nats"] = check_adapter_applied(base_b, cand_b, label=cand.ref.raw).max_abs_diff_nats
-    if cand_b.name == "vllm":
-        hf = getattr(cand_b, "_hf_delegate")()
-        out["vllm_vs_hf_max_abs_diff_nats"] = check_backends_agree(cand_b, hf, label=cand.ref.raw).max_abs_diff_nats
-    return out
 
 
 def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]:
@@ -67,9 +58,8 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
         base_run = evaluate_suite(settings, backends[baseline.ref.raw], suite, limit=cfg.limit)
         sources.append(base_run)
         for cand in candidates:
-            if cfg.check_canary and cand.adapter_path is not None:
-                canaries[cand.ref.raw] = _canary(backends, baseline, cand)
-            cand_run = evaluate_suite(settings, backends[cand.ref.raw], suite, limit=cfg.limit)
+            check = _canary_hook(canaries, backends, baseline, cand, cfg.check_canary)
+            cand_run = evaluate_suite(settings, backends[cand.ref.raw], suite, limit=cfg.limit, before_compute=check)
             sources.append(cand_run)
             r, it, fl = compare_eval_runs(base_run, cand_run, candidate_label=cand.ref.raw, margins=margins, rng=rng,
                                           confidence=cfg.confidence, n_resamples=cfg.n_resamples)
@@ -97,11 +87,47 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     return Run(kind="compare", manifest=manifest, items=items, aggregates=aggregates, extra_files=extra), sources
 
 
+def checkpoint_candidates(finetune_dir: str | Path) -> list[str]:
+    """Model references for the checkpoints a finetune kept (FINETUNE_DIR/checkpoints/checkpoint-N), by step."""
+    root = Path(finetune_dir) / "checkpoints"
+    found = sorted(root.glob("checkpoint-*"), key=lambda p: checkpoint_step(p.name) or 0)
+    if not found:
+        raise HarnessError(f"{finetune_dir}: no checkpoints/checkpoint-N inside; fine-tune with "
+                           "train.keep_checkpoints=true to keep them")
+    refs = []
+    for ckpt in found:
+        try:
+            manifest = json.loads((ckpt / MANIFEST).read_text())
+            base_ref = manifest["base"]["ref"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise HarnessError(f"{ckpt / MANIFEST}: not a checkpoint manifest with base.ref ({e})") from e
+        refs.append(f"{base_ref}+{ckpt}" if manifest.get("kind") == "adapter" else str(ckpt))
+    return refs
+
+
+def _canary_hook(canaries: dict[str, Any], backends: dict[str, Backend], baseline: ResolvedModel,
+                 cand: ResolvedModel, enabled: bool) -> Callable[[], None] | None:
+    """The adapter canary, to run before the candidate's first uncached item; notes in `canaries` what happened.
+
+    Items already in the cache were computed after a canary passed (unless --no-canary), so a
+    fully cached candidate (an unchanged rerun) needs no probes and no engine.
+    """
+    raw = cand.ref.raw
+    if cand.adapter_path is None or not enabled:
+        canaries[raw] = "not an adapter" if cand.adapter_path is None else "skipped (--no-canary)"
+        return None
+    canaries[raw] = "not needed: every item was cached"
+
+    def check() -> None:
+        canaries[raw] = adapter_canary(backends[baseline.ref.raw], backends[raw], label=raw)
+    return check
+
+
 def _server_log(backends: dict[str, Backend]) -> str | None:
     for b in backends.values():
         server = getattr(b, "server", None)
         if server is not None:
-            return server.log_path.read_text(errors="replace")
+            return server.log_text()
     return None
 
 

@@ -6,7 +6,7 @@ the result down.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -24,7 +24,10 @@ class Settings:
         home = Path(env.get("HARNESS_HOME") or Path.home() / ".cache" / "llm-harness")
         runs = Path(env.get("HARNESS_RUNS_DIR") or "runs")
         data = Path(env.get("HARNESS_DATA_DIR") or "../shared/datasets")
-        return Settings.at(home.expanduser(), runs_dir=runs.expanduser(), data_dir=data.expanduser())
+        s = Settings.at(home.expanduser(), runs_dir=runs.expanduser(), data_dir=data.expanduser())
+        if env.get("HARNESS_CACHE"):  # the item cache elsewhere, e.g. a CI cache directory
+            s = replace(s, cache_path=Path(env["HARNESS_CACHE"]).expanduser())
+        return s
 
     @staticmethod
     def at(home: Path, *, runs_dir: Path, data_dir: Path) -> "Settings":

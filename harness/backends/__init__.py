@@ -68,7 +68,8 @@ def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: s
                 if m.ref.kind != "openai":
                     groups[m.base_hash].append(m)
             for members in groups.values():
-                server = VLLMServer.start(settings, members[0].ref.base_ref(),
+                # Lazy: the engine starts at the first request the item cache cannot answer.
+                server = VLLMServer.start(settings, members[0].ref.base_ref(), lazy=True,
                                           adapters=[m for m in members if m.adapter_path], **(opts or {}))
                 closers.append(server.close)
                 for m in members:

@@ -32,7 +32,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from harness.backends.tokenization import LMTokenizer, ScoreRow
 from harness.errors import BackendError, HarnessError
@@ -65,6 +65,25 @@ def adapter_name(resolved: ResolvedModel) -> str:
     return "adapter-" + resolved.adapter_hash.removeprefix("sha256:")[:12]
 
 
+def cpu_thread_binding(environ: Mapping[str, str], cpus: Sequence[int] | None = None) -> dict[str, str]:
+    """vLLM-CPU thread binding for small machines, unless the user set VLLM_CPU_OMP_THREADS_BIND.
+
+    vLLM's automatic binding reserves one core for its scheduler and API
+    process and runs the model on the rest: on a 2-core machine, on one core.
+    The scheduler mostly waits, so on machines with at most 4 usable cores the
+    model gets all of them (measured on 2 cores, 64 chats x 128 new tokens:
+    157 tok/s with the automatic binding, 266 tok/s bound to both cores; see
+    bench/generation.py). Larger machines keep vLLM's choice. Not for GPUs:
+    vLLM ignores these variables there.
+    """
+    if "VLLM_CPU_OMP_THREADS_BIND" in environ:
+        return {}
+    usable = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
+    if len(usable) > 4:
+        return {}
+    return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, usable)), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
 def _die_with_parent() -> None:
     # Runs in the child before exec: if the harness is killed (even SIGKILL),
     # the kernel sends the server SIGTERM, and vLLM stops its own workers.
@@ -79,29 +98,34 @@ def _die_with_parent() -> None:
 class VLLMServer:
     """A running vLLM server; ask it for one backend per model it serves."""
 
-    def __init__(self, proc: subprocess.Popen, port: int, base: ResolvedModel,
-                 adapters: dict[str, ResolvedModel], log_path: Path, options: dict[str, Any]):
-        self.proc = proc
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}/v1"
+    def __init__(self, argv: list[str], base: ResolvedModel, adapters: dict[str, ResolvedModel], log_path: Path,
+                 options: dict[str, Any], startup_timeout_s: float):
+        self.argv = argv  # the command without --port, chosen at launch
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.url = ""
         self.base = base
         self.adapters = adapters
         self.log_path = log_path
         self.options = options
+        self.startup_timeout_s = startup_timeout_s
         self.has_lora = bool(adapters)
         self._closed = False
         self._probe_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         atexit.register(self.close)
 
     @classmethod
     def start(cls, settings: Settings, base: ModelRef | str | ResolvedModel, adapters: Sequence[ResolvedModel | str] = (),
               *, dtype: str = "bfloat16", max_model_len: int = 2048, kv_cache_gib: float = 1.0,
               startup_timeout_s: float = 600, log_path: Path | None = None, max_concurrency: int = 16,
-              extra_args: Sequence[str] = ()) -> "VLLMServer":
+              extra_args: Sequence[str] = (), lazy: bool = False) -> "VLLMServer":
         """Start `python -m vllm.entrypoints.openai.api_server` for a base and its adapters; wait for health.
 
-        Raises BackendError with the log's tail if the server exits or is not
-        healthy within `startup_timeout_s`.
+        With `lazy`, the engine starts at the first request instead, so work
+        that the item cache answers entirely (an unchanged rerun) never pays
+        for an engine start. Raises BackendError with the log's tail if the
+        server exits or is not healthy within `startup_timeout_s`.
         """
         base_r = base if isinstance(base, ResolvedModel) else resolve(settings, base)
         if base_r.ref.kind == "openai":
@@ -112,11 +136,9 @@ class VLLMServer:
             if a.adapter_path is None or a.base_hash != base_r.base_hash:
                 raise HarnessError(f"'{a.ref.raw}' is not an adapter of '{base_r.ref.raw}'; one engine serves one base")
             served[adapter_name(a)] = a
-        port = free_port()
-        log_path = log_path or settings.home / "logs" / f"vllm-{time.strftime('%Y%m%d-%H%M%S')}-{port}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path = log_path or settings.home / "logs" / f"vllm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base_r.base_path,
-               "--served-model-name", "base", "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
+               "--served-model-name", "base", "--host", "127.0.0.1", "--dtype", dtype,
                "--max-model-len", str(max_model_len),
                # On CPU, vLLM checks --gpu-memory-utilization against free memory on one
                # NUMA node and refuses to start on small machines; an explicit KV-cache
@@ -129,21 +151,39 @@ class VLLMServer:
             cmd += ["--enable-lora", "--max-lora-rank", str(max_rank), "--max-loras", str(len(served)),
                     "--lora-modules", *[f"{name}={a.adapter_path}" for name, a in served.items()]]
         cmd += list(extra_args)
-        env = {**os.environ, "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO")}
-        log.info("starting vLLM on 127.0.0.1:%d (log %s)", port, log_path)
-        with log_path.open("ab") as logf:
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, preexec_fn=_die_with_parent, env=env)
-        server = cls(proc, port, base_r, served, log_path,
-                     {"dtype": dtype, "max_model_len": max_model_len, "max_concurrency": max_concurrency})
-        try:
-            server._wait_healthy(startup_timeout_s)
-        except BaseException:
-            server.close()
-            raise
+        server = cls(cmd, base_r, served, log_path,
+                     {"dtype": dtype, "max_model_len": max_model_len, "max_concurrency": max_concurrency},
+                     startup_timeout_s)
+        if not lazy:
+            server.ensure_started()
         return server
 
+    def ensure_started(self) -> None:
+        """Launch the server if it is not running yet and wait for health (a no-op once started or closed)."""
+        with self._start_lock:
+            if self.proc is not None or self._closed:
+                return
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}/v1"
+            env = {**os.environ, "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO"),
+                   **cpu_thread_binding(os.environ)}
+            log.info("starting vLLM on 127.0.0.1:%d (log %s)", self.port, self.log_path)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("ab") as logf:
+                self.proc = subprocess.Popen([*self.argv, "--port", str(self.port)], stdout=logf,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True, preexec_fn=_die_with_parent, env=env)
+            try:
+                self._wait_healthy(self.startup_timeout_s)
+            except BaseException:
+                self.close()
+                raise
+
     # --- lifecycle ------------------------------------------------------------------------
+
+    def log_text(self) -> str | None:
+        """The server's log, or None if it never started (every request was cached)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else None
 
     def log_tail(self, n_lines: int = 25) -> str:
         try:
@@ -152,12 +192,14 @@ class VLLMServer:
             return "(no log)"
 
     def is_alive(self) -> bool:
-        return not self._closed and self.proc.poll() is None
+        return not self._closed and self.proc is not None and self.proc.poll() is None
 
     def check_alive(self) -> None:
+        """Start the engine if it is lazy and not started; raise BackendError if it is dead."""
+        self.ensure_started()
         if not self.is_alive():
             raise BackendError(
-                f"vLLM server on port {self.port} is dead (exit code {self.proc.poll()}); log {self.log_path}:\n"
+                f"vLLM server on port {self.port} is dead (exit code {self.proc and self.proc.poll()}); log {self.log_path}:\n"
                 f"{self.log_tail()}\nFinished items are in the cache; rerun to resume.")
 
     def _wait_healthy(self, timeout_s: float) -> None:
@@ -168,7 +210,7 @@ class VLLMServer:
         deadline = time.time() + timeout_s
         with tqdm(desc="starting vLLM engine", unit="s", bar_format="{desc}: {elapsed}") as bar:
             while time.time() < deadline:
-                if self.proc.poll() is not None:
+                if self.proc is not None and self.proc.poll() is not None:
                     raise BackendError(f"vLLM server exited during start-up (code {self.proc.returncode}); "
                                        f"log {self.log_path}:\n{self.log_tail(40)}")
                 try:
@@ -187,6 +229,8 @@ class VLLMServer:
             return
         self._closed = True
         atexit.unregister(self.close)
+        if self.proc is None:  # a lazy server that never started
+            return
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -233,7 +277,6 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, server: VLLMServer, served_name: str, resolved: ResolvedModel, *, owns_server: bool = False):
-        import openai
         from transformers import AutoTokenizer
 
         self.server = server
@@ -244,17 +287,28 @@ class VLLMBackend:
         self.max_length = server.options["max_model_len"]
         self.lm_tok = LMTokenizer(AutoTokenizer.from_pretrained(resolved.base_path, trust_remote_code=False),
                                   self.max_length)
-        # Retries would hide a dead server for minutes; check_alive() explains failures instead.
-        self.client = openai.OpenAI(base_url=server.url, api_key="EMPTY", max_retries=0, timeout=600)
         self.scoring_params = {"dtype": server.options["dtype"], "max_length": self.max_length,
                                "loglikelihood_via": "hf" if server.has_lora else "vllm"}
         self._hf: Any = None
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The openai client for the engine, which this starts if it is lazy."""
+        if self._client is None:
+            import openai
+
+            self.server.check_alive()
+            # Retries would hide a dead server for minutes; check_alive() explains failures instead.
+            self._client = openai.OpenAI(base_url=self.server.url, api_key="EMPTY", max_retries=0, timeout=600)
+        return self._client
 
     def _map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
         """fn over items with bounded concurrency (vLLM batches what is in flight); dead server -> BackendError."""
         import openai
 
         self.server.check_alive()
+        _ = self.client  # created once, before the threads share it
         try:
             with ThreadPoolExecutor(self.server.options["max_concurrency"]) as pool:
                 return list(pool.map(fn, items))
