@@ -89,7 +89,7 @@ def adapter_canary(base: Backend, adapter: Backend, *, label: str = "adapter") -
     vLLM engine, vLLM's own scores agree with hf for the same adapter. Returns the
     largest differences (for the run manifest); raises CanaryError otherwise."""
     out = {"vs_base_max_abs_diff_nats": check_adapter_applied(base, adapter, label=label).max_abs_diff_nats}
-    hf_delegate = getattr(adapter, "_hf_delegate", None)
-    if hf_delegate is not None:
-        out["vllm_vs_hf_max_abs_diff_nats"] = check_backends_agree(adapter, hf_delegate(), label=label).max_abs_diff_nats
+    hf = getattr(adapter, "loglikelihood_delegate", lambda: None)()  # a vLLM LoRA engine's scorer
+    if hf is not None:
+        out["vllm_vs_hf_max_abs_diff_nats"] = check_backends_agree(adapter, hf, label=label).max_abs_diff_nats
     return out

@@ -81,10 +81,10 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
     cache = ItemCache(settings.cache_path)
     try:
         scorer: Any = backend
-        if use_fast_scorer and hasattr(backend, "lm_tok") and hasattr(backend, "model"):
-            from harness.mc_scorer import SharedPrefixScorer
+        if use_fast_scorer:
+            from harness.mc_scorer import with_shared_prefix
 
-            scorer = SharedPrefixScorer(backend)
+            scorer = with_shared_prefix(backend)
         cached = CachedBackend(scorer, cache, chunk_size=CHUNK_REQUESTS,
                                show_progress=show_progress, before_first_miss=before_compute)
         items: list[dict[str, Any]] = []

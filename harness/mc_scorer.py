@@ -47,16 +47,32 @@ class _Row:
     first_target: int  # smallest input position whose logits some request reads
 
 
-class SharedPrefixScorer:
-    """Backend over an HFBackend (.model, .tokenizer, .lm_tok) with prefix KV reuse."""
+def with_shared_prefix(backend: Any) -> Any:
+    """`backend` with its multiple-choice loglikelihoods scored by a SharedPrefixScorer where
+    they are computed in-process: an hf backend, or a vLLM LoRA engine's model, whose
+    loglikelihoods go to hf (harness.backends.vllm). Other backends are returned as they are."""
+    if hasattr(backend, "lm_tok") and hasattr(backend, "model"):
+        return SharedPrefixScorer(backend)
+    delegate = getattr(backend, "loglikelihood_delegate", lambda: None)()
+    return SharedPrefixScorer(delegate, front=backend) if delegate is not None else backend
 
-    def __init__(self, hf: Any, *, min_prefix_tokens: int = MIN_PREFIX_TOKENS, kv_token_budget: int = KV_TOKEN_BUDGET,
-                 max_rows: int = MAX_ROWS):
+
+class SharedPrefixScorer:
+    """Backend over an HFBackend (.model, .tokenizer, .lm_tok) with prefix KV reuse.
+
+    `front`, when given, is the backend this scorer stands in for (a vLLM
+    model whose loglikelihoods go to `hf`): it answers everything else, and
+    its name and scoring parameters key the cache.
+    """
+
+    def __init__(self, hf: Any, *, front: Any = None, min_prefix_tokens: int = MIN_PREFIX_TOKENS,
+                 kv_token_budget: int = KV_TOKEN_BUDGET, max_rows: int = MAX_ROWS):
         self.hf = hf
-        self.name = hf.name
-        self.identity = hf.identity
+        self.front = front if front is not None else hf
+        self.name = self.front.name
+        self.identity = self.front.identity
         # Float rounding differs from the plain backend's, so cached results are kept apart.
-        self.scoring_params = {**getattr(hf, "scoring_params", {}), "scorer": "shared_prefix"}
+        self.scoring_params = {**getattr(self.front, "scoring_params", {}), "scorer": "shared_prefix"}
         config = hf.model.config
         self.is_sharing = not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False
         self.min_prefix_tokens = min_prefix_tokens
@@ -68,13 +84,13 @@ class SharedPrefixScorer:
     # --- pass-through --------------------------------------------------------------
 
     def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[RollingResult]:
-        return self.hf.loglikelihood_rolling(requests)
+        return self.front.loglikelihood_rolling(requests)
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[Generation]:
-        return self.hf.generate(requests)
+        return self.front.generate(requests)
 
     def close(self) -> None:
-        self.hf.close()
+        self.front.close()
 
     # --- scoring -------------------------------------------------------------------
 

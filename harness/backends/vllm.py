@@ -13,7 +13,8 @@ therefore never send concurrent prompt-logprob requests to a LoRA engine:
 `loglikelihood` and `loglikelihood_rolling` of any model served by a LoRA
 engine are delegated to the in-process `hf` backend for the same model
 (identical tokenization, same checkpoint and adapter files), which is
-batched, correct and needs no second engine. The adapter-applied canary still
+batched, correct and needs no second engine (evaluation puts the shared-prefix
+scorer over it: `loglikelihood_delegate`, harness.mc_scorer.with_shared_prefix). The adapter-applied canary still
 reads vLLM's own adapter log-probabilities, through `probe_loglikelihood`,
 which sends one request at a time. An engine started without LoRA (a base or
 a merged checkpoint) scores loglikelihood itself, concurrently.
@@ -347,6 +348,10 @@ class VLLMBackend:
                      "(see harness.backends.vllm docstring)", self.resolved.ref.raw)
             self._hf = HFBackend(self.resolved, dtype=self.server.options["dtype"], max_length=self.max_length)
         return self._hf
+
+    def loglikelihood_delegate(self) -> Any:
+        """The hf backend that scores this model's loglikelihoods on a LoRA engine, else None."""
+        return self._hf_delegate() if self.server.has_lora else None
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         if self.server.has_lora:
