@@ -54,11 +54,11 @@ def compare(env: dict[str, str], candidates: list[Path], args: argparse.Namespac
         raise SystemExit(f"harness compare failed (exit {proc.returncode})")
     run_id = json.loads(proc.stdout)["run_id"]
     runs_dir = Path(env["HARNESS_RUNS_DIR"])
-    run = store.load_run(runs_dir / run_id)
+    run = store.load_run(runs_dir, run_id)
     sources = {}
     for key, source_id in run.manifest["source_runs"].items():
         if key.startswith("eval:"):
-            src = store.load_run(runs_dir / source_id)
+            src = store.load_run(runs_dir, source_id)
             sources[key.removeprefix("eval:")] = {**src.manifest["cache"], "wall_s": src.manifest["wall_s"]}
     return wall, sources
 

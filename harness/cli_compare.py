@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(format_text(compare))
         print(f"\nrun {run_id} under {settings.runs_dir}; browse with: harness report")
-    return 1 if compare.aggregates["summary"]["verdict"] == "regression" else 0
+    return {"regression": 1, "error": 2}.get(compare.aggregates["summary"]["verdict"], 0)
 
 
 def format_text(compare) -> str:  # type: ignore[no-untyped-def]
@@ -84,6 +84,8 @@ def format_text(compare) -> str:  # type: ignore[no-untyped-def]
             worst = sorted(by_subject.items(), key=lambda kv: -len(kv[1]))[:5]
             lines.append(f"\n{cand}: {n} items flipped right -> wrong; most in: "
                          + ", ".join(f"{s} ({len(v)})" for s, v in worst))
+    for e in agg.get("task_errors", []):
+        lines.append(f"\nnot scored: {e}")
     lines.append(f"\nverdict: {agg['summary']['verdict'].upper()}"
                  + (f" ({'; '.join(agg['failures'])})" if agg["failures"] else ""))
     return "\n".join(lines)

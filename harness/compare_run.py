@@ -36,7 +36,7 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
 
     t0 = time.time()
     if not cfg.candidates:
-        raise HarnessError("compare needs at least one --candidate")
+        raise HarnessError("compare needs at least one --candidate (or --checkpoints FINETUNE_DIR)")
     suite = load_suite(cfg.suite)
     baseline = resolve(settings, cfg.baseline)
     candidates = [resolve(settings, c) for c in cfg.candidates]
@@ -68,12 +68,18 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
             flips[cand.ref.raw] = fl
         win_rates = _judge_all(settings, cfg, sources, backends) if cfg.golden else []
         server_log = _server_log(backends)
-    verdict = overall_verdict(results)
+    # A task that could not be scored (a context too long, a dead server) leaves the gate unable
+    # to certify that candidate: the verdict is "error" (exit 2), never a silent pass.
+    task_errors = [f"{run.manifest['models'][0]['ref']}: {label}: {t['failure_reason']}"
+                   for run in sources if run.kind == "eval"
+                   for label, t in run.aggregates["tasks"].items() if t.get("failure_reason")]
+    verdict = "error" if task_errors else overall_verdict(results)
     failures = [f"{r['candidate']}: {r['task']}" for r in results if r.get("verdict") == "fail"]
     aggregates = {
         "summary": {"verdict": verdict, "n_candidates": len(candidates), "n_failures": len(failures),
+                    "n_task_errors": len(task_errors),
                     **{f"{w['candidate']} win_rate": w["win_rate"]["value"] for w in win_rates}},
-        "results": results, "win_rates": win_rates, "flips": flips, "failures": failures,
+        "results": results, "win_rates": win_rates, "flips": flips, "failures": failures, "task_errors": task_errors,
         "trend": trend_of(results, list(cfg.candidates)) if len(candidates) > 1 else [],
     }
     manifest = {

@@ -79,3 +79,16 @@ def test_cli_exit_codes_pass_regression_and_error(tiny_model_dir, tmp_path, ppl_
     assert report["results"][0]["diff"]["lo"] > math.log1p(0.02)
     assert main(["compare", "--baseline", str(tiny_model_dir), "--candidate", "nope", "--suite", str(ppl_suite)]) == 2
     assert main([*common, "--candidate", f"{tiny_model_dir}+{mild}", "--suite", "no-such-suite"]) == 2
+
+
+def test_a_task_that_cannot_be_scored_is_an_error_not_a_pass(tiny_model_dir, tmp_path, ppl_suite, monkeypatch, capsys):
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    (tmp_path / "bad.jsonl").write_text('{"body": "no text field here"}\n')
+    ppl_suite.write_text(ppl_suite.read_text() + "  - harness: perplexity\n    data: bad.jsonl\n"
+                         "    metric: token_perplexity\n    margin: 2.0\n")
+    mild = make_lora(tiny_model_dir, tmp_path / "mild", seed=1, scale=1e-3)
+    assert main(["compare", "--baseline", str(tiny_model_dir), "--candidate", f"{tiny_model_dir}+{mild}",
+                 "--suite", str(ppl_suite)]) == 2
+    out = capsys.readouterr().out
+    assert "not scored:" in out and "bad" in out and "verdict: ERROR" in out

@@ -19,3 +19,13 @@ def test_a_lazy_server_starts_nothing_until_a_request(settings, tiny_model_dir):
     backend.close()
     server.close()  # closing a server that never started is a no-op
     assert server.proc is None
+
+
+def test_the_engine_context_defaults_to_the_models_capped(settings, tiny_model_dir):
+    import json
+
+    ctx = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    server = VLLMServer.start(settings, str(tiny_model_dir), lazy=True)
+    assert server.options["max_model_len"] == min(ctx, 8192)
+    assert server.backend().max_length == server.options["max_model_len"]
+    server.close()

@@ -13,8 +13,9 @@ therefore never send concurrent prompt-logprob requests to a LoRA engine:
 `loglikelihood` and `loglikelihood_rolling` of any model served by a LoRA
 engine are delegated to the in-process `hf` backend for the same model
 (identical tokenization, same checkpoint and adapter files), which is
-batched, correct and needs no second engine (evaluation puts the shared-prefix
-scorer over it: `loglikelihood_delegate`, harness.mc_scorer.with_shared_prefix). The adapter-applied canary still
+batched, correct and needs no second engine (evaluation puts the
+shared-prefix scorer over it: `loglikelihood_delegate`,
+harness.mc_scorer.with_shared_prefix). The adapter-applied canary still
 reads vLLM's own adapter log-probabilities, through `probe_loglikelihood`,
 which sends one request at a time. An engine started without LoRA (a base or
 a merged checkpoint) scores loglikelihood itself, concurrently.
@@ -22,6 +23,7 @@ a merged checkpoint) scores loglikelihood itself, concurrently.
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
 import os
@@ -52,6 +54,8 @@ from harness.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+MAX_MODEL_LEN_CAP = 8192  # default context cap: longer contexts cost KV-cache memory per sequence
+_SERVER_SEQ = itertools.count(1)  # log file names of servers started in one second by one process
 
 
 def free_port() -> int:
@@ -118,7 +122,7 @@ class VLLMServer:
 
     @classmethod
     def start(cls, settings: Settings, base: ModelRef | str | ResolvedModel, adapters: Sequence[ResolvedModel | str] = (),
-              *, dtype: str = "bfloat16", max_model_len: int = 2048, kv_cache_gib: float = 1.0,
+              *, dtype: str = "bfloat16", max_model_len: int | None = None, kv_cache_gib: float = 1.0,
               startup_timeout_s: float = 600, log_path: Path | None = None, max_concurrency: int = 16,
               extra_args: Sequence[str] = (), lazy: bool = False) -> "VLLMServer":
         """Start `python -m vllm.entrypoints.openai.api_server` for a base and its adapters; wait for health.
@@ -127,6 +131,8 @@ class VLLMServer:
         that the item cache answers entirely (an unchanged rerun) never pays
         for an engine start. Raises BackendError with the log's tail if the
         server exits or is not healthy within `startup_timeout_s`.
+        `max_model_len` defaults to the model's context, at most 8192 tokens
+        (MMLU 5-shot prompts reach 2,700; the hf backend allows the full context).
         """
         base_r = base if isinstance(base, ResolvedModel) else resolve(settings, base)
         if base_r.ref.kind == "openai":
@@ -137,7 +143,10 @@ class VLLMServer:
             if a.adapter_path is None or a.base_hash != base_r.base_hash:
                 raise HarnessError(f"'{a.ref.raw}' is not an adapter of '{base_r.ref.raw}'; one engine serves one base")
             served[adapter_name(a)] = a
-        log_path = log_path or settings.home / "logs" / f"vllm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        if max_model_len is None:
+            config = json.loads((Path(base_r.base_path) / "config.json").read_text())
+            max_model_len = min(int(config.get("max_position_embeddings") or 2048), MAX_MODEL_LEN_CAP)
+        log_path = log_path or settings.home / "logs" / f"vllm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_SERVER_SEQ)}.log"
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base_r.base_path,
                "--served-model-name", "base", "--host", "127.0.0.1", "--dtype", dtype,
                "--max-model-len", str(max_model_len),
