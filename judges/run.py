@@ -167,18 +167,17 @@ def summary_of(agg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _label_scorer(backend: Any) -> Any:
-    """On hf, score the labels of one judge prompt in one forward pass.
+    """Score the labels of one judge prompt in one forward pass where scoring is in-process.
 
     Single-token labels after the same context are the same input row, which
     harness.mc_scorer.SharedPrefixScorer runs once (3x fewer forwards for
     pairwise, 10x for grading); results equal the plain backend's up to float
-    rounding. Other backends score as they are.
+    rounding. That covers hf and a vLLM LoRA engine's models (scored by hf);
+    other backends score as they are.
     """
-    if getattr(backend, "name", None) == "hf" and hasattr(backend, "model") and hasattr(backend, "lm_tok"):
-        from harness.mc_scorer import SharedPrefixScorer
+    from harness.mc_scorer import with_shared_prefix
 
-        return SharedPrefixScorer(backend)
-    return backend
+    return with_shared_prefix(backend)
 
 
 def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] | None = None) -> Run:
