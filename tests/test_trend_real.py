@@ -52,5 +52,5 @@ def test_compare_checkpoints_gives_a_forgetting_curve(smollm2_dir, tmp_path, mon
         rows = [r for r in trend if r["task"].startswith(task)]
         assert [r["step"] for r in rows] == [2, 4, 6], trend
     # Checkpoints of one run differ from each other: the curve is not one model scored three times.
-    ppl = [r["diff"] for r in trend if r["task"].startswith("perplexity")]
+    ppl = [r["diff"]["value"] for r in trend if r["task"].startswith("perplexity")]
     assert len(set(ppl)) == 3, ppl
