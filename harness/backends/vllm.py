@@ -204,9 +204,18 @@ class VLLMServer:
     def is_alive(self) -> bool:
         return not self._closed and self.proc is not None and self.proc.poll() is None
 
-    def check_alive(self) -> None:
-        """Start the engine if it is lazy and not started; raise BackendError if it is dead."""
+    def check_alive(self, grace_s: float = 0.0) -> None:
+        """Start the engine if it is lazy and not started; raise BackendError if it is dead.
+
+        `grace_s`: after a failed request, wait that long for the process to exit, so a
+        server killed a moment ago is reported as dead rather than as a connection error.
+        """
         self.ensure_started()
+        if grace_s and self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
         if not self.is_alive():
             raise BackendError(
                 f"vLLM server on port {self.port} is dead (exit code {self.proc and self.proc.poll()}); log {self.log_path}:\n"
@@ -323,7 +332,7 @@ class VLLMBackend:
             with ThreadPoolExecutor(self.server.options["max_concurrency"]) as pool:
                 return list(pool.map(fn, items))
         except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as e:
-            self.server.check_alive()  # raises with the log if the server died
+            self.server.check_alive(grace_s=3)  # raises with the log if the server died
             raise BackendError(f"vLLM server on port {self.server.port} failed a request: {e}") from e
 
     # --- generation -------------------------------------------------------------------------
@@ -394,7 +403,7 @@ class VLLMBackend:
                 try:
                     lp, greedy = self._prompt_logprobs(row)
                 except openai.APIError as e:
-                    self.server.check_alive()
+                    self.server.check_alive(grace_s=3)
                     raise BackendError(f"vLLM probe request {i} failed: {e}") from e
             out.append(LoglikelihoodResult(logprob=lp, is_greedy=greedy, n_tokens=len(row.targets)))
         return out
