@@ -53,8 +53,10 @@ def with_shared_prefix(backend: Any) -> Any:
     loglikelihoods go to hf (harness.backends.vllm). Other backends are returned as they are."""
     if hasattr(backend, "lm_tok") and hasattr(backend, "model"):
         return SharedPrefixScorer(backend)
-    delegate = getattr(backend, "loglikelihood_delegate", lambda: None)()
-    return SharedPrefixScorer(delegate, front=backend) if delegate is not None else backend
+    if getattr(backend, "loglikelihood_delegate", None) is None or not backend.server.has_lora:
+        return backend
+    # The delegate loads a model: only when something is scored, not on a fully cached rerun.
+    return SharedPrefixScorer(backend.loglikelihood_delegate, front=backend)
 
 
 class SharedPrefixScorer:
@@ -62,24 +64,35 @@ class SharedPrefixScorer:
 
     `front`, when given, is the backend this scorer stands in for (a vLLM
     model whose loglikelihoods go to `hf`): it answers everything else, and
-    its name and scoring parameters key the cache.
+    its name and scoring parameters key the cache. With a `front`, `hf` may be
+    a function returning the HFBackend, called at the first loglikelihood.
     """
 
     def __init__(self, hf: Any, *, front: Any = None, min_prefix_tokens: int = MIN_PREFIX_TOKENS,
                  kv_token_budget: int = KV_TOKEN_BUDGET, max_rows: int = MAX_ROWS):
-        self.hf = hf
+        self._hf = hf
         self.front = front if front is not None else hf
         self.name = self.front.name
         self.identity = self.front.identity
         # Float rounding differs from the plain backend's, so cached results are kept apart.
         self.scoring_params = {**getattr(self.front, "scoring_params", {}), "scorer": "shared_prefix"}
-        config = hf.model.config
-        self.is_sharing = not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False
         self.min_prefix_tokens = min_prefix_tokens
         self.kv_token_budget = kv_token_budget
         self.max_rows = max_rows
         # Work done, for the benchmark's compute-floor comparison.
         self.stats = {"prefix_tokens": 0, "suffix_tokens": 0, "padded_tokens": 0, "rows": 0, "groups": 0}
+
+    @property
+    def hf(self) -> Any:
+        if callable(self._hf):
+            self._hf = self._hf()
+        return self._hf
+
+    @property
+    def is_sharing(self) -> bool:
+        """False for sliding-window attention, where a shared prefix's cache would not be reusable."""
+        config = self.hf.model.config
+        return not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False
 
     # --- pass-through --------------------------------------------------------------
 

@@ -67,7 +67,7 @@ def ppl_suite(tmp_path):
 def test_cli_exit_codes_pass_regression_and_error(tiny_model_dir, tmp_path, ppl_suite, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
-    mild = make_lora(tiny_model_dir, tmp_path / "mild", seed=1, scale=1e-3)
+    mild = make_lora(tiny_model_dir, tmp_path / "mild", seed=1, scale=1e-2)
     damaged = make_lora(tiny_model_dir, tmp_path / "damaged", seed=2, scale=0.5,
                         targets=("q_proj", "v_proj", "o_proj", "down_proj", "up_proj"))
     common = ["compare", "--baseline", str(tiny_model_dir), "--suite", str(ppl_suite)]
@@ -87,8 +87,9 @@ def test_a_task_that_cannot_be_scored_is_an_error_not_a_pass(tiny_model_dir, tmp
     (tmp_path / "bad.jsonl").write_text('{"body": "no text field here"}\n')
     ppl_suite.write_text(ppl_suite.read_text() + "  - harness: perplexity\n    data: bad.jsonl\n"
                          "    metric: token_perplexity\n    margin: 2.0\n")
-    mild = make_lora(tiny_model_dir, tmp_path / "mild", seed=1, scale=1e-3)
+    mild = make_lora(tiny_model_dir, tmp_path / "mild", seed=1, scale=1e-2)
     assert main(["compare", "--baseline", str(tiny_model_dir), "--candidate", f"{tiny_model_dir}+{mild}",
                  "--suite", str(ppl_suite)]) == 2
     out = capsys.readouterr().out
     assert "not scored:" in out and "bad" in out and "verdict: ERROR" in out
+    assert "log-probabilities equal the base's" not in out  # the mild adapter itself is applied and scored

@@ -92,3 +92,23 @@ def test_real_smollm2_greedy_chat_answers_paris(settings, smollm2_dir):
     lp = backend.loglikelihood([LoglikelihoodRequest("The capital of France is", " Paris"),
                                 LoglikelihoodRequest("The capital of France is", " London")])
     assert lp[0].is_greedy and lp[0].logprob > lp[1].logprob and math.isfinite(lp[1].logprob)
+
+
+def test_adapters_merge_in_float32_and_stay_unmerged_in_bfloat16(settings, tiny_model_dir, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tests.helpers import make_lora
+
+    adapter = make_lora(tiny_model_dir, tmp_path / "a", scale=0.05)
+    resolved = resolve(settings, f"{tiny_model_dir}+{adapter}")
+    merged = HFBackend(resolved, dtype="float32")
+    assert not isinstance(merged.model, PeftModel)  # exact in float32, and as fast as the base
+    assert isinstance(HFBackend(resolved, dtype="bfloat16").model, PeftModel)  # rounding would eat the delta
+    reqs = [LoglikelihoodRequest("The capital of France is", " Paris"), LoglikelihoodRequest("2 + 3 =", " 5")]
+    unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                                         str(adapter)).eval()
+    merged_lp = [r.logprob for r in merged.loglikelihood(reqs)]
+    merged.model = unmerged
+    assert merged_lp == pytest.approx([r.logprob for r in merged.loglikelihood(reqs)], abs=1e-4)

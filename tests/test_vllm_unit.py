@@ -1,4 +1,6 @@
 """vLLM server pieces that need no engine: thread binding, the lazy start."""
+import pytest
+
 from harness.backends.vllm import VLLMServer, cpu_thread_binding
 
 
@@ -28,4 +30,26 @@ def test_the_engine_context_defaults_to_the_models_capped(settings, tiny_model_d
     server = VLLMServer.start(settings, str(tiny_model_dir), lazy=True)
     assert server.options["max_model_len"] == min(ctx, 8192)
     assert server.backend().max_length == server.options["max_model_len"]
+    server.close()
+
+
+def test_a_lora_engines_scorer_loads_its_hf_delegate_only_when_it_scores(settings, tiny_model_dir, tmp_path):
+    from harness.backends.hf import HFBackend
+    from harness.mc_scorer import with_shared_prefix
+    from harness.models import resolve
+    from harness.records import LoglikelihoodRequest
+    from tests.helpers import make_lora
+
+    adapter = resolve(settings, f"{tiny_model_dir}+{make_lora(tiny_model_dir, tmp_path / 'a', scale=0.05)}")
+    server = VLLMServer.start(settings, str(tiny_model_dir), [adapter], lazy=True, max_model_len=128)
+    backend = server.backend(adapter)
+    scorer = with_shared_prefix(backend)
+    assert backend._hf is None  # a fully cached rerun never loads it
+    assert backend.scoring_params["hf_dtype"] == "float32"
+    reqs = [LoglikelihoodRequest("The capital of France is", c) for c in (" Paris", " Rome")]
+    got = [r.logprob for r in scorer.loglikelihood(reqs)]
+    want = [r.logprob for r in HFBackend(adapter, dtype="float32").loglikelihood(reqs)]
+    assert backend._hf is not None and server.proc is None  # scored in-process; no engine started
+    assert got == pytest.approx(want, abs=1e-4)
+    backend.close()
     server.close()

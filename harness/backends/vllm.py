@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
+from harness.backends.hf import dtype_name
 from harness.backends.tokenization import LMTokenizer, ScoreRow
 from harness.errors import BackendError, HarnessError
 from harness.models import ResolvedModel, resolve
@@ -308,6 +309,10 @@ class VLLMBackend:
                                   self.max_length)
         self.scoring_params = {"dtype": server.options["dtype"], "max_length": self.max_length,
                                "loglikelihood_via": "hf" if server.has_lora else "vllm"}
+        if server.has_lora:
+            # The delegate runs in hf's own default dtype (float32 on CPU: faster there, and its
+            # adapters merge exactly), not the engine's; harness.backends.hf.pick_dtype says why.
+            self.scoring_params["hf_dtype"] = dtype_name("auto")
         self._hf: Any = None
         self._client: Any = None
 
@@ -364,7 +369,7 @@ class VLLMBackend:
 
             log.info("vLLM engine has LoRA enabled: scoring log-likelihoods of '%s' with the hf backend "
                      "(see harness.backends.vllm docstring)", self.resolved.ref.raw)
-            self._hf = HFBackend(self.resolved, dtype=self.server.options["dtype"], max_length=self.max_length)
+            self._hf = HFBackend(self.resolved, dtype=self.scoring_params["hf_dtype"], max_length=self.max_length)
         return self._hf
 
     def loglikelihood_delegate(self) -> Any:
