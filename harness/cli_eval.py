@@ -39,9 +39,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     opts = {"dtype": args.dtype, "batch_size": args.batch_size} if args.backend == "hf" else {}
     t0 = time.time()
     resolved = resolve(settings, args.model)
-    refs = [resolved] if resolved.adapter_path is None or args.no_canary else [resolved, resolved.ref.base_ref().raw]
-    canary: dict | str = ("not an adapter" if resolved.adapter_path is None else "skipped (--no-canary)"
-                          if args.no_canary else "not needed: every item was cached")
+    refs: list = [resolved]
+    canary: dict | str = "not needed: every item was cached"  # replaced by the probes' result if they run
+    if resolved.adapter_path is None:
+        canary = "not an adapter"
+    elif args.no_canary:
+        canary = "skipped (--no-canary)"
+    else:
+        refs.append(resolved.ref.base_ref().raw)  # the canary compares the adapter with its base
     with open_models(settings, refs, args.backend, opts) as backends:
         def check() -> None:
             # An adapter that changes nothing would score exactly like its base: refuse it

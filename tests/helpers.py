@@ -26,3 +26,14 @@ def make_lora(base_dir: Path, out: Path, *, seed: int = 0, scale: float = 0.0, r
     if manifest_base is not None:
         (out / "harness_manifest.json").write_text(json.dumps({"base": manifest_base}))
     return out
+
+
+def arc_ppl_suite(path: Path, *, name: str, seed: int, arc_n: int, ppl_n: int, arc_margin: float,
+                  ppl_margin: float) -> Path:
+    """A suite YAML at `path`: ARC-Easy (acc_norm) and Alpaca held-out perplexity, small samples."""
+    path.write_text(
+        f"# {name}: ARC-Easy and held-out perplexity, small samples\nname: {name}\nversion: 1\nseed: {seed}\n"
+        f"tasks:\n  - lm_eval: arc_easy_local\n    sample: {{n: {arc_n}}}\n    metric: acc_norm\n"
+        f"    margin: {arc_margin}\n  - harness: perplexity\n    data: alpaca_heldout\n    sample: {{n: {ppl_n}}}\n"
+        f"    metric: token_perplexity\n    margin: {ppl_margin}\n")
+    return path

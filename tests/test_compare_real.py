@@ -4,33 +4,16 @@ import json
 import pytest
 
 from harness.cli import main
-from tests.helpers import make_lora
+from tests.helpers import arc_ppl_suite, make_lora
 
 pytestmark = pytest.mark.slow
-
-SUITE = """\
-# gate test: ARC-Easy and held-out perplexity, small samples, wide margins
-name: gate-real
-version: 1
-seed: 7
-tasks:
-  - lm_eval: arc_easy_local
-    sample: {n: 40}
-    metric: acc_norm
-    margin: 15.0
-  - harness: perplexity
-    data: alpaca_heldout
-    sample: {n: 30}
-    metric: token_perplexity
-    margin: 10.0
-"""
 
 
 def test_gate_catches_a_damaged_adapter_and_passes_a_mild_one(smollm2_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_HOME", str(smollm2_dir.parent.parent))
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
-    suite = tmp_path / "gate.yaml"
-    suite.write_text(SUITE)
+    suite = arc_ppl_suite(tmp_path / "gate.yaml", name="gate-real", seed=7, arc_n=40, ppl_n=30,
+                          arc_margin=15.0, ppl_margin=10.0)
     mild = make_lora(smollm2_dir, tmp_path / "mild", seed=1, scale=2e-3)
     damaged = make_lora(smollm2_dir, tmp_path / "damaged", seed=2, scale=0.1,
                         targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))

@@ -6,26 +6,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from tests.helpers import arc_ppl_suite
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-
-SUITE = """\
-# trend test: ARC-Easy and held-out perplexity, small samples
-name: trend-real
-version: 1
-seed: 3
-tasks:
-  - lm_eval: arc_easy_local
-    sample: {n: 24}
-    metric: acc_norm
-    margin: 20.0
-  - harness: perplexity
-    data: alpaca_heldout
-    sample: {n: 12}
-    metric: token_perplexity
-    margin: 20.0
-"""
 
 
 def test_compare_checkpoints_gives_a_forgetting_curve(smollm2_dir, tmp_path, monkeypatch, capsys):
@@ -41,8 +25,8 @@ def test_compare_checkpoints_gives_a_forgetting_curve(smollm2_dir, tmp_path, mon
     assert not [p for p in (out / "checkpoints").rglob("*") if p.suffix in {".pt", ".pth", ".bin"}]
     capsys.readouterr()
 
-    suite = tmp_path / "trend.yaml"
-    suite.write_text(SUITE)
+    suite = arc_ppl_suite(tmp_path / "trend.yaml", name="trend-real", seed=3, arc_n=24, ppl_n=12,
+                          arc_margin=20.0, ppl_margin=20.0)
     code = main(["compare", "--baseline", "smollm2-135m-instruct", "--checkpoints", str(out),
                  "--suite", str(suite), "--format", "json"])
     report = json.loads(capsys.readouterr().out)
