@@ -51,7 +51,7 @@ def with_shared_prefix(backend: Any) -> Any:
     """`backend` with its multiple-choice loglikelihoods scored by a SharedPrefixScorer where
     they are computed in-process: an hf backend, or a vLLM LoRA engine's model, whose
     loglikelihoods go to hf (harness.backends.vllm). Other backends are returned as they are."""
-    if hasattr(backend, "lm_tok") and hasattr(backend, "model"):
+    if getattr(backend, "name", None) == "hf":
         return SharedPrefixScorer(backend)
     if getattr(backend, "loglikelihood_delegate", None) is None or not backend.server.has_lora:
         return backend

@@ -101,6 +101,16 @@ def test_cli_eval_writes_run_and_reports_suite_errors(settings, tiny_model_dir: 
     (run_dir,) = [p for p in settings.runs_dir.iterdir() if p.is_dir()]
     assert len((run_dir / "items.jsonl").read_text().splitlines()) == 2
 
+    # A fully cached rerun needs no weights: the hf backend loads them at the first uncached item.
+    import transformers
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a fully cached rerun loaded model weights")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
+    assert cli.main(["eval", "--model", str(tiny_model_dir), "--suite", str(small), "--dtype", "float32"]) == 0
+    capsys.readouterr()
+
     bad = suite_file.with_name("bad.yaml")
     bad.write_text("name: b\nversion: 1\ntasks:\n  - lm_eval: hellaswag_local\n    metric: acc_nrom\n")
     assert cli.main(["eval", "--model", str(tiny_model_dir), "--suite", str(bad)]) == 2

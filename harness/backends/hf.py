@@ -77,7 +77,7 @@ class HFBackend:
                  max_length: int | None = None, truncation: str = "error", rolling_stride: int | None = None,
                  device: str | None = None):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         if resolved.ref.kind == "openai":
             raise ModelRefError(f"'{resolved.ref.raw}' is an endpoint; the hf backend loads weights")
@@ -90,17 +90,30 @@ class HFBackend:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = pick_dtype(dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.base_path, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(resolved.base_path, dtype=self.dtype, trust_remote_code=False,
-                                                     use_safetensors=True)
-        if resolved.adapter_path is not None:
-            model = apply_adapter(model, str(resolved.adapter_path), self.dtype)
-        self.model = model.to(self.device).eval()
-        ctx = getattr(self.model.config, "max_position_embeddings", None) or 2048
-        self.max_length = int(max_length or ctx)
+        config = AutoConfig.from_pretrained(resolved.base_path, trust_remote_code=False)
+        self._model: Any = None  # loaded at first use: a fully cached rerun never needs the weights
+        self.max_length = int(max_length or getattr(config, "max_position_embeddings", None) or 2048)
         self.rolling_stride = rolling_stride or self.max_length
         self.lm_tok = LMTokenizer(self.tokenizer, self.max_length, truncation)
         self.scoring_params = {"dtype": str(self.dtype).removeprefix("torch."), "max_length": self.max_length,
                                "truncation": truncation, "rolling_stride": self.rolling_stride}
+
+    @property
+    def model(self) -> Any:
+        """The weights (with the adapter applied), loaded on first use."""
+        if self._model is None:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(self.resolved.base_path, dtype=self.dtype,
+                                                         trust_remote_code=False, use_safetensors=True)
+            if self.resolved.adapter_path is not None:
+                model = apply_adapter(model, str(self.resolved.adapter_path), self.dtype)
+            self._model = model.to(self.device).eval()
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._model = value
 
     # --- scoring ------------------------------------------------------------------------
 
@@ -212,4 +225,4 @@ class HFBackend:
         return Generation(text=text, finish_reason=finish, n_completion_tokens=len(new_tokens))
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self._model = None
