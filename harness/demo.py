@@ -20,7 +20,7 @@ from harness.settings import Settings
 
 BASE = "smollm2-135m-instruct"
 FINETUNE_CONFIG = Path(__file__).resolve().parent.parent / "finetune" / "configs" / "smollm2_lora_alpaca.yaml"
-SCALES = {  # suite, golden prompts judged, fine-tune rows; "full" is sized for 20 minutes on 2 CPU cores
+SCALES = {  # suite, golden prompts judged, fine-tune rows; "full" takes 12 minutes on 2 CPU cores (bench/README.md)
     "full": ("demo", 16, 240),
     "ci": ("demo-ci", 8, 120),
 }
