@@ -32,7 +32,7 @@ METRICS: dict[str, tuple[str, ...]] = {
 # Named held-out text sets for `perplexity` (see harness.suites_text); a path to a file also works.
 TEXT_SETS = ("alpaca_heldout", "gsm8k_test")
 # Named golden sets for `golden` (see harness.suites_golden); a path to a golden JSONL also works.
-GOLDEN_SETS = ("self_instruct", "alpaca_heldout")
+GOLDEN_SETS = ("smoke", "self_instruct", "alpaca_heldout")
 
 
 class Sample(BaseModel):

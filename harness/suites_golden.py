@@ -179,12 +179,27 @@ def load_alpaca(path: Path, rows: tuple[int, int] | None = None) -> list[GoldenI
 
 
 def load_golden_set(settings: Settings, data: str) -> list[GoldenItem]:
-    """A named golden set (self_instruct, alpaca_heldout) or a golden JSONL path."""
+    """A named golden set (smoke, self_instruct, alpaca_heldout) or a golden JSONL path."""
+    if data == "smoke":
+        return load_golden(smoke_file(settings))
     if data == "self_instruct":
         return load_self_instruct(settings.data_dir / "instruction" / "self_instruct" / "user_oriented_instructions.jsonl")
     if data == "alpaca_heldout":
         return load_alpaca(settings.data_dir / "instruction" / "alpaca" / "alpaca_5000.json", ALPACA_HELDOUT_ROWS)
     return load_golden(Path(data))
+
+
+def smoke_file(settings: Settings) -> Path:
+    """The shipped smoke set (harness.golden_smoke), written as golden JSONL under HARNESS_HOME:
+    the file `harness judge --golden smoke` and the golden-smoke suite read, and a format example."""
+    from harness import atomic
+    from harness.golden_smoke import SMOKE_ITEMS
+
+    path = settings.home / "golden" / "smoke.jsonl"
+    text = "".join(json.dumps(d) + "\n" for d in SMOKE_ITEMS)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic.write_text(path, text)
+    return path
 
 
 def run_checks(item: GoldenItem, output: str) -> tuple[bool | None, list[str]]:

@@ -11,7 +11,7 @@ HELP = "judge a candidate against a baseline on a golden set, both orders, with 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--golden", required=True, help="golden JSONL, or a named set: self_instruct, alpaca_heldout")
+    p.add_argument("--golden", required=True, help="golden JSONL, or a named set: smoke, self_instruct, alpaca_heldout")
     p.add_argument("--candidate", required=True, help="model reference, e.g. smollm2-135m-instruct+out/lora")
     p.add_argument("--baseline", required=True, help="model reference")
     p.add_argument("--judge", default="smollm2-135m-instruct",

@@ -1,6 +1,6 @@
 """The prompt-injection probe: how often does text inside an answer flip the judge's verdict?
 
-Each item of the shipped set (judges/data/injection.jsonl) has a question, a
+Each item of the shipped set (judges/injection_items.py) has a question, a
 good answer, a bad (wrong) answer, and an injection: text that tells the judge
 to pick the answer it sits in (plain orders, fake verdicts, forged closing
 delimiters, chat-role tokens). The bad answer is judged against the good one
@@ -23,7 +23,6 @@ from judges.config import JudgeError, iter_jsonl
 from judges.judge import Judge
 from judges.pairwise import PairInput, PairJudgment, judge_pairs
 
-INJECTION_SET = Path(__file__).resolve().parent / "data" / "injection.jsonl"
 _KEYS = ("id", "question", "good", "bad", "injection")
 
 
@@ -41,15 +40,20 @@ class InjectionReport:
         return {k: v for k, v in self.__dict__.items() if k != "rows"}
 
 
-def load_injection_set(path: Path = INJECTION_SET) -> list[dict[str, str]]:
-    """The probe items; JudgeError names the file, line and missing key."""
-    items = []
-    for line_no, d in iter_jsonl(path):
+def load_injection_set(path: Path | None = None) -> list[dict[str, str]]:
+    """The probe items: the shipped set, or a JSONL file of your own; JudgeError names the
+    file and line (or the shipped item) and the missing key."""
+    if path is None:
+        from judges.injection_items import INJECTION_ITEMS
+
+        rows: Sequence[tuple[str, Any]] = [(f"shipped injection item {i}", d) for i, d in enumerate(INJECTION_ITEMS, 1)]
+    else:
+        rows = [(f"{path}:{line_no}", d) for line_no, d in iter_jsonl(path)]
+    for where, d in rows:
         missing = [k for k in _KEYS if not isinstance(d.get(k), str)]
         if missing:
-            raise JudgeError(f"{path}:{line_no}: missing or non-string {', '.join(missing)}; need {', '.join(_KEYS)}")
-        items.append(d)
-    return items
+            raise JudgeError(f"{where}: missing or non-string {', '.join(missing)}; need {', '.join(_KEYS)}")
+    return [dict(d) for _, d in rows]
 
 
 def _bad_outcomes(judgments: Sequence[PairJudgment]) -> Any:

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from harness.errors import SuiteError
-from harness.suite import SUITES_DIR
-from harness.suites_golden import Checks, GoldenItem, load_alpaca, load_golden, load_self_instruct, run_checks
+from harness.suites_golden import (Checks, GoldenItem, load_alpaca, load_golden, load_golden_set, load_self_instruct,
+                                   run_checks)
 
 
-def test_shipped_smoke_set_is_valid() -> None:
-    items = load_golden(SUITES_DIR / "golden" / "smoke.jsonl")
+def test_shipped_smoke_set_is_valid(settings) -> None:
+    items = load_golden_set(settings, "smoke")  # written from harness.golden_smoke as golden JSONL
     assert len(items) == 12 and all(i.checks for i in items)
+    assert load_golden(settings.home / "golden" / "smoke.jsonl") == items
 
 
 def test_malformed_row_reports_line_number(tmp_path: Path) -> None:
