@@ -110,5 +110,5 @@ def test_adapters_merge_in_float32_and_stay_unmerged_in_bfloat16(settings, tiny_
     unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
                                          str(adapter)).eval()
     merged_lp = [r.logprob for r in merged.loglikelihood(reqs)]
-    merged.model = unmerged
+    merged._model = unmerged  # the same backend, scoring through the unmerged PEFT model
     assert merged_lp == pytest.approx([r.logprob for r in merged.loglikelihood(reqs)], abs=1e-4)

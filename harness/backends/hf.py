@@ -111,10 +111,6 @@ class HFBackend:
             self._model = model.to(self.device).eval()
         return self._model
 
-    @model.setter
-    def model(self, value: Any) -> None:
-        self._model = value
-
     # --- scoring ------------------------------------------------------------------------
 
     def _score_rows(self, rows: list[ScoreRow]) -> list[tuple[float, bool]]:
