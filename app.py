@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from harness.compare import is_perplexity
 from harness.errors import HarnessError
 from harness.settings import Settings
 from harness.store import INDEX, Run, load_run
@@ -150,7 +151,7 @@ def view_compare(runs_dir: Path, runs: pd.DataFrame) -> None:
     st.dataframe(tables.summary_table(results), hide_index=True)
     st.subheader("Forgetting")
     for tab, scope in zip(st.tabs(["by subject", "by category"]), ("subject", "category")):
-        groups = results[(results["scope"] == scope) & (results["metric"] != "perplexity")]
+        groups = results[(results["scope"] == scope) & ~results["metric"].map(is_perplexity)]
         with tab:
             if groups.empty:
                 st.info(f"No {scope}-level results in this run.")
@@ -160,7 +161,7 @@ def view_compare(runs_dir: Path, runs: pd.DataFrame) -> None:
                                                      label=scope, x_title=f"{task}: difference, points"))
             st.dataframe(tables.group_table(results, scope), hide_index=True)
     st.subheader("Perplexity")
-    ppl = results[results["metric"] == "perplexity"]
+    ppl = results[results["metric"].map(is_perplexity)]
     if ppl.empty:
         st.info("No perplexity results in this run.")
     else:
@@ -298,7 +299,7 @@ def view_training(runs_dir: Path, runs: pd.DataFrame) -> None:
 
 def show_trend(trend: pd.DataFrame) -> None:
     """Accuracy (points) and perplexity (log-perplexity) trends on separate axes: their units differ."""
-    is_ppl = trend["metric"] == "perplexity"
+    is_ppl = trend["metric"].map(is_perplexity)
     if (~is_ppl).any():
         st.altair_chart(plots.trend_chart(trend[~is_ppl]))
     if is_ppl.any():

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def format_text(compare) -> str:  # type: ignore[no-untyped-def]
+    from harness.compare import is_perplexity
+
     agg = compare.aggregates
     conf = compare.manifest["confidence"]
     lines = [f"{'candidate':40s} {'task':22s} {'n':>5s} {'base':>7s} {'cand':>7s} {'diff [' + format(conf, '.0%') + ' interval]':>28s} "
@@ -60,8 +62,7 @@ def format_text(compare) -> str:  # type: ignore[no-untyped-def]
         if r["scope"] != "task":
             continue
         d = r["diff"]
-        scale = 100 if r["metric"] == "acc" else 1
-        unit = "pt" if r["metric"] == "acc" else "logppl"
+        scale, unit = (1, "logppl") if is_perplexity(r["metric"]) else (100, "pt")
         diff = f"{d['value'] * scale:+.2f} [{d['lo'] * scale:+.2f}, {d['hi'] * scale:+.2f}] {unit}"
         p = r.get("p_holm")
         mde = f"{r['mde'] * 100:.1f}" if r.get("mde") is not None else "-"

@@ -45,17 +45,28 @@ class CompareConfig:
     backend_opts: dict[str, Any] = field(default_factory=dict)
 
 
+def is_perplexity(metric: str | None) -> bool:
+    """Whether a result's metric is a perplexity (differences in log-perplexity, not points).
+
+    Older runs label it "perplexity"; newer ones carry the suite's name, "token_perplexity".
+
+    >>> is_perplexity("token_perplexity"), is_perplexity("acc_norm")
+    (True, False)
+    """
+    return metric in ("perplexity", "token_perplexity")
+
+
 def _est(e: stats.Estimate) -> dict[str, Any]:
     return {"value": e.value, "lo": e.lo, "hi": e.hi, "confidence": e.confidence, "method": e.method, "n": e.n}
 
 
-def _accuracy_result(candidate: str, task: str, scope: str, group: str | None, base: np.ndarray, cand: np.ndarray,
-                     rng: np.random.Generator, confidence: float, n_resamples: int,
+def _accuracy_result(candidate: str, task: str, metric: str, scope: str, group: str | None, base: np.ndarray,
+                     cand: np.ndarray, rng: np.random.Generator, confidence: float, n_resamples: int,
                      margin_points: float | None) -> dict[str, Any]:
     diff = stats.bootstrap_accuracy_diff(base, cand, rng, confidence=confidence, n_resamples=n_resamples)
     test = stats.mcnemar_exact(base, cand)
     result: dict[str, Any] = {
-        "candidate": candidate, "task": task, "scope": scope, "group": group, "metric": "acc", "n": int(len(base)),
+        "candidate": candidate, "task": task, "scope": scope, "group": group, "metric": metric, "n": int(len(base)),
         "baseline": float(base.mean()), "candidate_value": float(cand.mean()), "diff": _est(diff),
         "p_value": test.p_value, "n_regressed": test.n_regressed, "n_improved": test.n_improved,
         "mde": stats.min_detectable_effect(len(base), test.discordance_rate, alpha=1 - confidence),
@@ -66,14 +77,14 @@ def _accuracy_result(candidate: str, task: str, scope: str, group: str | None, b
     return result
 
 
-def _perplexity_result(candidate: str, task: str, base_rows: list[dict], cand_rows: list[dict],
+def _perplexity_result(candidate: str, task: str, metric: str, base_rows: list[dict], cand_rows: list[dict],
                        rng: np.random.Generator, confidence: float, n_resamples: int,
                        margin_pct: float | None) -> dict[str, Any]:
     d = stats.bootstrap_perplexity_diff([r["nll"] for r in base_rows], [r["n_tokens"] for r in base_rows],
                                         [r["nll"] for r in cand_rows], [r["n_tokens"] for r in cand_rows], rng,
                                         confidence=confidence, n_resamples=n_resamples)
     result: dict[str, Any] = {
-        "candidate": candidate, "task": task, "scope": "task", "group": None, "metric": "perplexity",
+        "candidate": candidate, "task": task, "scope": "task", "group": None, "metric": metric,
         "n": len(base_rows), "baseline": d.baseline_ppl, "candidate_value": d.candidate_ppl,
         "diff": _est(d.log_ratio), "ratio": _est(d.ratio), "p_value": None, "mde": None,
         "margin": None if margin_pct is None else math.log1p(margin_pct / 100), "verdict": None, "reason": None}
@@ -104,6 +115,9 @@ def compare_eval_runs(baseline: Run, candidate: Run, *, candidate_label: str, ma
     results: list[dict] = []
     items: list[dict] = []
     flips: dict[str, list[str]] = defaultdict(list)
+    # Each result carries the metric its suite names (acc_norm stays acc_norm), read from the baseline
+    # run's task summary; runs from before task summaries carried it fall back to the row's kind.
+    metrics = {task: t.get("metric") for task, t in (baseline.aggregates.get("tasks") or {}).items()}
     for task, base_items in by_task.items():
         ids = [i for i in base_items if i in cand_by[task]]
         if not ids:
@@ -115,8 +129,9 @@ def compare_eval_runs(baseline: Run, candidate: Run, *, candidate_label: str, ma
                 items.append({"candidate": candidate_label, "task": task, "item_id": b["item_id"],
                               "subject": b.get("subject"), "baseline_nll": b["nll"], "candidate_nll": c["nll"],
                               "n_tokens": b["n_tokens"]})
-            res = _perplexity_result(candidate_label, task, [b for b, _ in pairs], [c for _, c in pairs], rng,
-                                     confidence, n_resamples, margins.get(task))
+            res = _perplexity_result(candidate_label, task, metrics.get(task) or "token_perplexity",
+                                     [b for b, _ in pairs], [c for _, c in pairs], rng, confidence, n_resamples,
+                                     margins.get(task))
             res["n_unpaired"] = len(base_items) - len(ids)
             results.append(res)
             continue
@@ -135,7 +150,8 @@ def compare_eval_runs(baseline: Run, candidate: Run, *, candidate_label: str, ma
                 flips[b.get("subject") or task].append(b["item_id"])
         base = np.array([float(b[key]) for b, _ in scored])
         cand = np.array([float(c[key]) for _, c in scored])
-        res = _accuracy_result(candidate_label, task, "task", None, base, cand, rng, confidence, n_resamples,
+        metric = metrics.get(task) or ("check_pass_rate" if key == "passed" else "acc")
+        res = _accuracy_result(candidate_label, task, metric, "task", None, base, cand, rng, confidence, n_resamples,
                                margins.get(task))
         res["n_unpaired"] = len(base_items) - len(scored)
         results.append(res)
@@ -146,8 +162,8 @@ def compare_eval_runs(baseline: Run, candidate: Run, *, candidate_label: str, ma
                     groups[b[scope]].append(j)
             if len(groups) > 1:
                 for g, idx in sorted(groups.items()):
-                    results.append(_accuracy_result(candidate_label, task, scope, g, base[idx], cand[idx], rng,
-                                                    confidence, n_resamples, None))
+                    results.append(_accuracy_result(candidate_label, task, metric, scope, g, base[idx], cand[idx],
+                                                    rng, confidence, n_resamples, None))
     task_level = [r for r in results if r["scope"] == "task" and r["p_value"] is not None]
     if task_level:
         for r, p in zip(task_level, stats.holm_adjust([r["p_value"] for r in task_level])):

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from harness.compare import is_perplexity
 from harness.errors import HarnessError
 from harness.store import Run
 from reports import data, tables
@@ -69,11 +70,11 @@ def compare_sections(run: Run, judge_runs: Sequence[Run] = ()) -> list[Section]:
     results = data.compare_results(run)
     sections = [Section("Summary", tables.summary_table(results), note)]
     for scope in ("subject", "category"):
-        groups = results[(results["scope"] == scope) & (results["metric"] != "perplexity")]
+        groups = results[(results["scope"] == scope) & ~results["metric"].map(is_perplexity)]
         if not groups.empty:
             sections.append(Section(f"Forgetting by {scope}", tables.group_table(results, scope),
                                     png=_png(groups, scope)))
-    if (results["metric"] == "perplexity").any():
+    if results["metric"].map(is_perplexity).any():
         sections.append(Section("Perplexity", tables.perplexity_table(results)))
     wins = data.win_rates(run)
     if not wins.empty:
@@ -97,8 +98,9 @@ def _png(groups: pd.DataFrame, scope: str) -> bytes | None:
     try:
         from reports.plots import interval_png
 
-        return interval_png(groups.assign(group=groups["group"].astype(str)), label="group",
-                            title=f"Accuracy difference by {scope}")
+        # A group is keyed by (task, group): mmlu_0shot and mmlu_5shot share subject names.
+        keyed = groups.assign(key=groups["task"].astype(str) + " · " + groups["group"].astype(str))
+        return interval_png(keyed, label="key", title=f"Accuracy difference by {scope}")
     except ImportError:
         return None  # matplotlib missing: the table still carries every number
 

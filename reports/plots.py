@@ -61,12 +61,19 @@ def loss_chart(losses: pd.DataFrame) -> Any:
 
 
 def interval_png(df: pd.DataFrame, *, label: str, title: str, scale: float = 100.0) -> bytes:
-    """The same point-and-interval plot as `interval_chart`, as PNG bytes (for the static export)."""
+    """The same point-and-interval plot as `interval_chart`, as PNG bytes (for the static export).
+
+    `label` must name one row per candidate (key groups by task and group where tasks share
+    group names); a repeated label is a ValueError naming it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display; the export runs headless
     import matplotlib.pyplot as plt
 
+    repeated = df[df.duplicated(["candidate", label])][label].tolist()
+    if repeated:
+        raise ValueError(f"interval_png: label {repeated[0]!r} appears twice for one candidate; key rows uniquely")
     groups = df.groupby(label)["diff"].min().sort_values(ascending=False).index.tolist()
     cands = list(dict.fromkeys(df["candidate"]))
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(groups) * max(1, len(cands)) + 1.2))

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.compare import is_perplexity
+
 DASH = "—"
 
 
@@ -42,7 +44,7 @@ def _level(confidence: Any) -> str:
 
 
 def _diff_cell(row: pd.Series) -> str:
-    if row.get("metric") == "perplexity":
+    if is_perplexity(row.get("metric")):
         return fmt_interval(row["diff"], row["lo"], row["hi"], digits=4)
     return fmt_interval(row["diff"], row["lo"], row["hi"], scale=100)
 
@@ -62,7 +64,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def group_table(results: pd.DataFrame, scope: str) -> pd.DataFrame:
     """Subject- or category-level accuracy differences, most negative first (in points)."""
-    rows = results[(results["scope"] == scope) & (results["metric"] != "perplexity")].sort_values("diff", kind="stable")
+    rows = results[(results["scope"] == scope) & ~results["metric"].map(is_perplexity)]
+    rows = rows.sort_values("diff", kind="stable")
     return pd.DataFrame({
         "candidate": rows["candidate"], "task": rows["task"], scope: rows["group"], "n": rows["n"],
         "baseline": rows["baseline"].map(fmt_num), "candidate value": rows["candidate_value"].map(fmt_num),
@@ -74,7 +77,7 @@ def group_table(results: pd.DataFrame, scope: str) -> pd.DataFrame:
 
 def perplexity_table(results: pd.DataFrame) -> pd.DataFrame:
     """Perplexity results: both perplexities, the log-perplexity difference and the relative change."""
-    rows = results[results["metric"] == "perplexity"]
+    rows = results[results["metric"].map(is_perplexity)]
     return pd.DataFrame({
         "candidate": rows["candidate"], "task": rows["task"], "scope": rows["scope"], "group": rows["group"].fillna(""),
         "baseline ppl": rows["baseline"].map(lambda x: fmt_num(x, 2)),
@@ -108,7 +111,7 @@ def trend_table(trend: pd.DataFrame) -> pd.DataFrame:
     """Checkpoint trend per candidate, task and step: accuracy in points, perplexity in log-perplexity."""
     return pd.DataFrame({
         "candidate": trend["candidate"], "task": trend["task"], "step": trend["step"].map(lambda s: fmt_num(s, 0)),
-        "difference [interval]": [fmt_interval(d, lo, hi, digits=4) if m == "perplexity" else
+        "difference [interval]": [fmt_interval(d, lo, hi, digits=4) if is_perplexity(m) else
                                   fmt_interval(d, lo, hi, scale=100) + " points"
                                   for m, d, lo, hi in zip(trend["metric"], trend["diff"], trend["lo"], trend["hi"])],
     })

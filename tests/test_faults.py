@@ -17,5 +17,74 @@ import pytest  # noqa: F401
 
 # --- Reports, CI recipe and smaller items: items 0, 1, 16, 17 ---------------------------------
 
+def _forgetting_quick_compare(runs_dir):
+    """A compare run with forgetting-quick's task and subject shape, built by the real statistics:
+    mmlu_0shot and mmlu_5shot share every subject name; ARC and HellaSwag are acc_norm tasks."""
+    import numpy as np
+
+    from harness.compare import compare_eval_runs
+    from harness.store import Run, write_run
+
+    subjects = {"anatomy": "STEM", "astronomy": "STEM", "philosophy": "humanities", "marketing": "other"}
+    metrics = {"mmlu_0shot": "acc", "mmlu_5shot": "acc", "arc_easy_local": "acc_norm",
+               "arc_challenge_local": "acc_norm", "hellaswag_local": "acc_norm"}
+
+    def eval_run(seed):
+        rng = np.random.default_rng(seed)
+        items = []
+        for task in metrics:
+            per = subjects if task.startswith("mmlu") else {task: None}
+            for subject, category in per.items():
+                items += [{"task": task, "item_id": f"{subject}/{i}", "subject": subject, "category": category,
+                           "correct": bool(rng.random() < 0.5)} for i in range(12)]
+        tasks = {t: {"metric": m, "n": 1, "margin": 5.0} for t, m in metrics.items()}
+        return Run(kind="eval", manifest={"models": [{"ref": f"m{seed}"}]}, items=items,
+                   aggregates={"summary": {}, "tasks": tasks})
+
+    base, cand = eval_run(0), eval_run(1)
+    results, items, flips = compare_eval_runs(base, cand, candidate_label="m1", margins={t: 5.0 for t in metrics},
+                                              rng=np.random.default_rng(0))
+    aggregates = {"summary": {"verdict": "pass", "n_candidates": 1, "n_failures": 0, "n_task_errors": 0},
+                  "results": results, "win_rates": [], "flips": {"m1": flips}, "failures": [], "task_errors": [],
+                  "trend": []}
+    run = Run(kind="compare", manifest={"models": [{"ref": "m0"}, {"ref": "m1"}], "baseline": {"ref": "m0"},
+                                        "candidates": [{"ref": "m1"}], "confidence": 0.95},
+              items=items, aggregates=aggregates)
+    write_run(runs_dir, run)
+    return run
+
+
+def test_item0_exports_work_when_tasks_share_subject_names(tmp_path, monkeypatch, capsys):
+    import json
+
+    from harness.cli import main
+    from harness.cli_compare import format_text
+    from reports.export import compare_markdown
+
+    run = _forgetting_quick_compare(tmp_path / "runs")
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    for fmt in ("markdown", "html"):
+        out = tmp_path / f"export.{fmt}"
+        assert main(["report", "export", run.run_id, "--format", fmt, "--out", str(out)]) == 0, fmt
+        text = out.read_text()
+        assert "anatomy" in text and "mmlu" in text and "Forgetting by subject" in text
+        if fmt == "html":
+            assert "data:image/png;base64," in text  # the subject plot is drawn, keyed by (task, subject)
+    assert "Forgetting by category" in compare_markdown(run)
+    assert "verdict: PASS" in format_text(run)
+    json.dumps(run.aggregates, default=str)
+
+
+def test_item16_results_carry_the_metric_the_suite_names(tmp_path):
+    from reports.export import export_run
+
+    run = _forgetting_quick_compare(tmp_path / "runs")
+    by_task = {r["task"]: r["metric"] for r in run.aggregates["results"] if r["scope"] == "task"}
+    assert by_task == {"mmlu_0shot": "acc", "mmlu_5shot": "acc", "arc_easy_local": "acc_norm",
+                       "arc_challenge_local": "acc_norm", "hellaswag_local": "acc_norm"}
+    assert all(r["metric"] == "acc" for r in run.aggregates["results"] if r["task"].startswith("mmlu"))
+    html_text = export_run(run, "html")
+    assert html_text.count("<td>acc_norm</td>") == 3
+
 
 # --- Inputs, errors, statuses and limits: items 4, 6, 7, 8, 9, 10, 11, 15 ----------------------
