@@ -46,7 +46,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        print(f"{resolved.ref.raw}\n  kind    {resolved.ref.kind}\n  base    {resolved.base_path}"
+        kind = f"adapter over a {resolved.ref.kind} base" if resolved.adapter_path else resolved.ref.kind
+        print(f"{resolved.ref.raw}\n  kind    {kind}\n  base    {resolved.base_path}"
               f"\n  hash    {resolved.base_hash}")
         if "base_size_bytes" in info:
             print(f"  size    {_mib(info['base_size_bytes'])}")

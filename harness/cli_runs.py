@@ -27,7 +27,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.runs_command == "list":
         rows = store.list_runs(settings.runs_dir, kind=args.kind, model=args.model, suite=args.suite, status=args.status)
         if not rows:
-            print(f"no runs under {settings.runs_dir}")
+            filters = {k: v for k, v in (("kind", args.kind), ("model", args.model), ("suite", args.suite),
+                                         ("status", args.status)) if v}
+            everything = store.list_runs(settings.runs_dir) if filters else []
+            if everything:
+                shown = ", ".join(f"--{k} {v}" for k, v in filters.items())
+                print(f"no runs match {shown} ({len(everything)} runs under {settings.runs_dir})")
+            else:
+                print(f"no runs under {settings.runs_dir}")
         for r in rows:
             print(f"{r['run_id']:40s} {r['status']:9s} {r['suite'] or '-':20s} {', '.join(r['models'])}")
         return 0

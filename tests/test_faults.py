@@ -87,4 +87,71 @@ def test_item16_results_carry_the_metric_the_suite_names(tmp_path):
     assert html_text.count("<td>acc_norm</td>") == 3
 
 
+
+@pytest.mark.parametrize("harness_exit,job_fails", [(0, False), (1, True), (2, True)])
+def test_item1_the_shipped_ci_gate_step_fails_on_regression_and_on_error(tmp_path, harness_exit, job_fails):
+    """Runs the shipped workflow's gate step as GitHub runs a `shell: bash` step, with a stand-in harness."""
+    import os
+    import stat
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    workflow_text = (repo / "docs" / "ci" / "adapter-gate.yml").read_text()
+    recipe = (repo / "docs" / "ci-recipe.md").read_text()
+    assert "```yaml\n" + workflow_text + "```" in recipe, "docs/ci-recipe.md must reproduce docs/ci/adapter-gate.yml"
+    steps = yaml.safe_load(workflow_text)["jobs"]["gate"]["steps"]
+    gate = next(s for s in steps if s.get("id") == "gate")
+    assert gate.get("shell") == "bash"
+    fake = tmp_path / ".venv" / "bin" / "harness"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(f"#!/bin/sh\necho '| candidate | verdict |'\nexit {harness_exit}\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "step.sh").write_text(gate["run"])
+    env = {**os.environ, "GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+    # GitHub's command for `shell: bash`.
+    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "step.sh"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode != 0) == job_fails, done.stderr
+    assert f"status={harness_exit}" in (tmp_path / "output").read_text()
+    assert "| candidate | verdict |" in (tmp_path / "summary").read_text()
+
+
+def test_item17_compare_errors_name_an_endpoint_candidate_in_full(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    from harness.cli import main
+
+    suite = tmp_path / "ppl.yaml"
+    suite.write_text("# perplexity on two held-out texts\nname: ppl\nversion: 1\nseed: 0\ntasks:\n"
+                     "  - harness: perplexity\n    data: alpaca_heldout\n    sample: {n: 2}\n"
+                     "    metric: token_perplexity\n")
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    endpoint = "openai:served-model@http://127.0.0.1:9/v1"  # port 9 (discard): refused at once
+    code = main(["compare", "--baseline", str(tiny_model_dir), "--candidate", endpoint, "--suite", str(suite)])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert f"not scored: {endpoint}: perplexity:" in out
+
+
+def test_item17_runs_list_says_when_runs_exist_but_none_match(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+    from harness.store import Run, write_run
+
+    write_run(tmp_path / "runs", Run(kind="eval", manifest={"models": [{"ref": "m"}]}))
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    assert main(["runs", "list", "--status", "failed"]) == 0
+    assert capsys.readouterr().out.strip() == f"no runs match --status failed (1 runs under {tmp_path / 'runs'})"
+
+
+def test_item17_models_show_names_an_adapter_reference_an_adapter(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    from harness.cli import main
+    from tests.helpers import make_lora
+
+    adapter = make_lora(tiny_model_dir, tmp_path / "lora", scale=0.01)
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    assert main(["models", "show", f"{tiny_model_dir}+{adapter}"]) == 0
+    assert "  kind    adapter over a local base\n" in capsys.readouterr().out
+
 # --- Inputs, errors, statuses and limits: items 4, 6, 7, 8, 9, 10, 11, 15 ----------------------

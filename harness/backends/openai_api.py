@@ -73,7 +73,9 @@ class OpenAIBackend:
     def from_resolved(cls, resolved: ResolvedModel, **opts: Any) -> "OpenAIBackend":
         if resolved.ref.kind != "openai" or resolved.ref.url is None:
             raise HarnessError(f"'{resolved.ref.raw}' is not an openai:MODEL@URL reference")
-        return cls(resolved.ref.base, resolved.ref.url, resolved.identity, **opts)
+        backend = cls(resolved.ref.base, resolved.ref.url, resolved.identity, **opts)
+        backend.resolved = resolved  # the full reference, for run manifests and messages
+        return backend
 
     def _map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
         import openai
