@@ -154,4 +154,34 @@ def test_item17_models_show_names_an_adapter_reference_an_adapter(tmp_path, monk
     assert main(["models", "show", f"{tiny_model_dir}+{adapter}"]) == 0
     assert "  kind    adapter over a local base\n" in capsys.readouterr().out
 
+
+@pytest.mark.slow
+def test_item0_compare_prints_every_format_on_the_shipped_forgetting_suite(tmp_path, monkeypatch, capsys,
+                                                                           smollm2_tokenizer_dir):
+    """`harness compare --suite forgetting-quick` in text, json and markdown (real lm-eval tasks, two tiny
+    models with room for 5-shot MMLU), then `report export` of the stored run in both formats."""
+    import json
+
+    from harness.cli import main
+    from harness.store import list_runs
+    from tests.conftest import build_tiny_llama
+
+    base = build_tiny_llama(tmp_path / "base", smollm2_tokenizer_dir, seed=0, max_positions=4096)
+    cand = build_tiny_llama(tmp_path / "cand", smollm2_tokenizer_dir, seed=1, max_positions=4096)
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    argv = ["compare", "--baseline", str(base), "--candidate", str(cand), "--suite", "forgetting-quick", "--limit", "1"]
+    outputs = {}
+    for fmt in ("text", "json", "markdown"):
+        assert main([*argv, "--format", fmt]) in (0, 1), fmt
+        outputs[fmt] = capsys.readouterr().out
+    assert "verdict:" in outputs["text"]
+    results = json.loads(outputs["json"])["results"]
+    assert {r["task"] for r in results if r["scope"] == "subject"} == {"mmlu_0shot", "mmlu_5shot"}
+    assert {r["metric"] for r in results if r["task"] == "hellaswag_local"} == {"acc_norm"}
+    assert "Forgetting by subject" in outputs["markdown"]
+    run_id = list_runs(tmp_path / "runs", kind="compare")[0]["run_id"]
+    for fmt in ("markdown", "html"):
+        assert main(["report", "export", run_id, "--format", fmt, "--out", str(tmp_path / f"x.{fmt}")]) == 0
+
 # --- Inputs, errors, statuses and limits: items 4, 6, 7, 8, 9, 10, 11, 15 ----------------------
