@@ -109,6 +109,25 @@ def test_item2_a_passing_record_skips_the_probes_and_a_changed_adapter_needs_a_n
         f"{ref}: the adapter canary was skipped (--no-canary)"]
 
 
+def test_item2_the_trend_checks_every_checkpoint(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """`compare --checkpoints`: a kept checkpoint that is a no-op adapter stops the trend before any task."""
+    import json
+
+    from harness.cli import main
+    from harness.store import list_runs
+    from tests.helpers import make_lora
+
+    runs = _canary_env(tmp_path, monkeypatch)
+    kept = tmp_path / "finetune" / "checkpoints"
+    for step, scale in ((2, 1e-2), (4, 0.0)):
+        ckpt = make_lora(tiny_model_dir, kept / f"checkpoint-{step}", seed=step, scale=scale)
+        (ckpt / "harness_manifest.json").write_text(json.dumps({"kind": "adapter", "base": {"ref": str(tiny_model_dir)}}))
+    assert main(["compare", "--baseline", str(tiny_model_dir), "--checkpoints", str(kept.parent),
+                 "--suite", str(_canary_suite(tmp_path))]) == 2
+    _one_error_line(capsys.readouterr().err, "checkpoint-4", "not applied")
+    assert not list_runs(runs)
+
+
 def _golden(tmp_path):
     import json
 
