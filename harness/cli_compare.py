@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from harness.settings import Settings
 
@@ -24,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="documents per subject (quick looks; weakens the statistics)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--no-canary", action="store_true", help="skip the adapter-applied canary")
+    p.add_argument("--no-canary", action="store_true",
+                   help="skip the adapter canary: adapter candidates are unverified and the verdict is ERROR (exit 2)")
     p.add_argument("--format", choices=["text", "markdown", "json"], default="text",
                    help="markdown and json are fit for a CI comment")
 
@@ -48,6 +50,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(format_text(compare))
         print(f"\nrun {run_id} under {settings.runs_dir}; browse with: harness report")
+    if compare.aggregates["unverified"]:
+        # On stderr too: --format markdown|json go to a file in CI, and the job log must say why.
+        print(f"harness: error: the gate passes no unverified adapter: {'; '.join(compare.aggregates['unverified'])}",
+              file=sys.stderr)
     return {"regression": 1, "error": 2}.get(compare.aggregates["summary"]["verdict"], 0)
 
 
@@ -87,6 +93,8 @@ def format_text(compare) -> str:  # type: ignore[no-untyped-def]
                          + ", ".join(f"{s} ({len(v)})" for s, v in worst))
     for e in agg.get("task_errors", []):
         lines.append(f"\nnot scored: {e}")
+    for e in agg.get("unverified", []):
+        lines.append(f"\nunverified: {e}; the gate passes no unverified adapter")
     lines.append(f"\nverdict: {agg['summary']['verdict'].upper()}"
                  + (f" ({'; '.join(agg['failures'])})" if agg["failures"] else ""))
     return "\n".join(lines)

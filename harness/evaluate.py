@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any
 
 from harness.backends.base import Backend
 from harness.cache import CachedBackend, ItemCache
@@ -58,13 +58,11 @@ def check_suite_tasks(settings: Settings, suite: Suite) -> Any:
 
 def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, backend_kind: str = "hf",
                    backend_opts: dict[str, Any] | None = None, limit: int | None = None,
-                   use_fast_scorer: bool = True, show_progress: bool = True,
-                   before_compute: Callable[[], None] | None = None) -> Run:
+                   use_fast_scorer: bool = True, show_progress: bool = True) -> Run:
     """Evaluate `model` (an open Backend, or a model reference to open and close) on `suite`.
 
     `limit` caps the documents per subject (leaf task) after the suite's own
-    sampling, from the front of the same seeded order. `before_compute` runs
-    once before the first item the cache cannot answer. Returns an unsaved Run
+    sampling, from the front of the same seeded order. Returns an unsaved Run
     of kind "eval": one item row per scored document per task, aggregates per
     task, subject and category, and a manifest with the model's hashes, the
     suite (name, version, file hash, seed) and the scoring parameters.
@@ -85,8 +83,7 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
             from harness.mc_scorer import with_shared_prefix
 
             scorer = with_shared_prefix(backend)
-        cached = CachedBackend(scorer, cache, chunk_size=CHUNK_REQUESTS,
-                               show_progress=show_progress, before_first_miss=before_compute)
+        cached = CachedBackend(scorer, cache, chunk_size=CHUNK_REQUESTS, show_progress=show_progress)
         items: list[dict[str, Any]] = []
         tasks: dict[str, Any] = {}
         for spec in suite.tasks:

@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-injection-probe", action="store_true", help="skip the prompt-injection probe")
     p.add_argument("--no-embeddings", action="store_true", help="skip embedding similarity to the ideal answer")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
+    p.add_argument("--no-canary", action="store_true",
+                   help="skip the adapter canary of adapter candidates, baselines and judges; the run is "
+                        "marked unverified")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -40,10 +43,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                          judge_config=args.judge_config, backend=args.backend, limit=args.limit,
                          max_new_tokens=args.max_new_tokens, grade=args.grade, human_labels=args.human_labels,
                          use_injection_probe=not args.no_injection_probe, use_embeddings=not args.no_embeddings,
-                         seed=args.seed)
+                         seed=args.seed, check_canary=not args.no_canary)
     result = run_judge(settings, cfg)
     folder = write_run(settings.runs_dir, result)
     print(format_report(result.aggregates, cfg))
+    for note in result.aggregates["unverified"]:
+        print(f"unverified: {note}")
     print(f"run {result.run_id} stored in {folder}")
     return 0
 

@@ -52,6 +52,7 @@ class JudgeRunConfig:
     human_labels: str | None = None  # JSONL {id, preferred: candidate|baseline|tie} for Cohen's kappa
     use_injection_probe: bool = True
     use_embeddings: bool = True
+    check_canary: bool = True  # False: adapters are not probed and the run is marked unverified
     seed: int = 0
     confidence: float = 0.95
     n_resamples: int = 2000
@@ -188,6 +189,8 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
     backend) reuses models a caller already serves, e.g. compare's engine.
     """
     from harness.cache import CachedBackend, ItemCache
+    from harness.canary import canary_refs, unverified, verify_adapters
+    from harness.models import resolve
     from harness.suites_golden import load_golden_set
     from judges.config import load_judge_config
     from judges.metrics import Embedder
@@ -201,10 +204,13 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
     try:
         from harness.backends import open_models
 
-        refs = [cfg.candidate, cfg.baseline, cfg.judge]
+        resolved = [resolve(settings, r) for r in (cfg.candidate, cfg.baseline, cfg.judge)]
+        refs = [*resolved, *canary_refs(resolved, enabled=cfg.check_canary)]
         opened = (contextlib.nullcontext(backends) if backends is not None
                   else open_models(settings, refs, cfg.backend, cfg.backend_opts))
         with opened as models:
+            # Before any answer is generated: a no-op or damaged adapter would be judged as if tuned.
+            canaries = verify_adapters(settings, resolved, models, enabled=cfg.check_canary)
             requests = [it.to_request(max_new_tokens=cfg.max_new_tokens) for it in items]
             gens = {}
             for side in ("candidate", "baseline"):
@@ -227,9 +233,11 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
                 "suite": {"name": f"judge:{Path(cfg.golden).stem}", "version": judge_config.version,
                           "golden": cfg.golden, "n_items": len(items)},
                 "judge": judge_config.describe(), "config": {k: v for k, v in asdict(cfg).items()},
-                "seeds": {"bootstrap": cfg.seed}, "cache": {"path": str(settings.cache_path), **judge_backend.stats},
+                "seeds": {"bootstrap": cfg.seed}, "canary": canaries,
+                "cache": {"path": str(settings.cache_path), **judge_backend.stats},
                 "wall_s": round(time.time() - t0, 1),
             }
+            agg["unverified"] = unverified(canaries)
     finally:
         cache.close()
     extra = {"injection.jsonl": "".join(json.dumps(r, sort_keys=True) + "\n" for r in injection_rows)} if injection_rows else {}

@@ -11,6 +11,235 @@ import pytest  # noqa: F401
 
 # --- Canary integrity: items 2, 3, 13 (plausibility), 14 --------------------------------------
 
+def _canary_env(tmp_path, monkeypatch):
+    """A fresh runs dir, item cache and canary record store; the shared prepared models."""
+    import os
+
+    monkeypatch.setenv("HARNESS_HOME", os.environ.get("HARNESS_HOME") or str(tmp_path / "home"))
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "item-cache.sqlite"))
+    return tmp_path / "runs"
+
+
+def _canary_suite(tmp_path, n_tasks: int = 1):
+    """A suite of `n_tasks` perplexity tasks on short texts (seconds on the tiny model)."""
+    import json
+
+    tasks = ""
+    for t in range(n_tasks):
+        texts = [{"text": f"Text {t}: the number {i} comes after {i - 1} and before {i + 1}."} for i in range(1, 7)]
+        (tmp_path / f"texts{t}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in texts))
+        tasks += f"  - harness: perplexity\n    data: texts{t}.jsonl\n    metric: token_perplexity\n    margin: 5.0\n"
+    path = tmp_path / "canary-suite.yaml"
+    path.write_text(f"# canary tests: perplexity on small text files\nname: canary-ppl\nversion: 1\nseed: 0\n"
+                    f"tasks:\n{tasks}")
+    return path
+
+
+def _one_error_line(err: str, *needles: str) -> str:
+    """The one "harness: error:" line on stderr (progress bars aside), with no traceback."""
+    import re
+
+    lines = re.findall(r"harness: error: [^\r\n]*", err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def test_item2_the_canary_cannot_be_bypassed_through_the_cache(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Issue 14 item 2: a zero-B adapter scored once with --no-canary was then PASSed from the cache."""
+    from harness import canary_store
+    from harness.cli import main
+    from harness.store import list_runs, load_run
+    from tests.helpers import make_lora
+
+    runs = _canary_env(tmp_path, monkeypatch)
+    zero = make_lora(tiny_model_dir, tmp_path / "zero", scale=0.0)
+    cmd = ["compare", "--baseline", str(tiny_model_dir), "--candidate", f"{tiny_model_dir}+{zero}",
+           "--suite", str(_canary_suite(tmp_path))]
+    assert main([*cmd, "--no-canary"]) == 2  # unverified: never a pass
+    out, err = capsys.readouterr()
+    assert "verdict: ERROR" in out and "unverified:" in out
+    _one_error_line(err, "no unverified adapter", "--no-canary")
+    (row,) = list_runs(runs, kind="compare")
+    first = load_run(runs, row["run_id"])
+    assert first.manifest["canary"][f"{tiny_model_dir}+{zero}"]["outcome"] == "unverified"
+    assert first.aggregates["unverified"] and first.aggregates["summary"]["n_unverified"] == 1
+    # Every item is cached now; the record (there is none) decides, so the probes run and refuse it.
+    assert main(cmd) == 2
+    out, err = capsys.readouterr()
+    assert "verdict: PASS" not in out
+    _one_error_line(err, "equal the base's", "not applied")
+    (rec,) = canary_store.list_records(runs)
+    assert rec["outcome"] == "refused: not applied" and rec["figures"]["vs_base_max_abs_diff_nats"] <= 1e-3
+    assert len(list_runs(runs, kind="compare")) == 1, "a refused compare stores no run"
+
+
+def test_item2_a_passing_record_skips_the_probes_and_a_changed_adapter_needs_a_new_one(
+        tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from harness import canary_store
+    from harness.cli import main
+    from harness.store import list_runs, load_run
+    from tests.helpers import make_lora
+
+    runs = _canary_env(tmp_path, monkeypatch)
+    mild = make_lora(tiny_model_dir, tmp_path / "mild", seed=1, scale=1e-2)
+    ref = f"{tiny_model_dir}+{mild}"
+    cmd = ["eval", "--model", ref, "--suite", str(_canary_suite(tmp_path))]
+
+    def last_canary() -> dict:
+        return load_run(runs, list_runs(runs, kind="eval")[0]["run_id"]).manifest["canary"]
+
+    assert main(cmd) == 0
+    first = last_canary()
+    assert first["outcome"] == "passed" and first["source"] == "probes" and first["version"] >= 2
+    assert first["thresholds"]["max_drop_nats_per_token"] > 0 and "drop_nats_per_token" in first["figures"]
+    assert main(cmd) == 0  # fully cached rerun: the passing record, not the probes
+    assert last_canary()["source"] == "record" and last_canary()["checked_utc"] == first["checked_utc"]
+    make_lora(tiny_model_dir, mild, seed=2, scale=1e-2)  # same path, new content hash
+    assert main(cmd) == 0
+    assert last_canary()["source"] == "probes"
+    assert len(canary_store.list_records(runs)) == 2
+    assert main([*cmd, "--no-canary"]) == 0  # an eval is no gate, but the run says what it is
+    out = capsys.readouterr().out
+    assert "unverified: " in out
+    run = load_run(runs, list_runs(runs, kind="eval")[0]["run_id"])
+    assert run.manifest["canary"]["outcome"] == "unverified" and run.aggregates["unverified"] == [
+        f"{ref}: the adapter canary was skipped (--no-canary)"]
+
+
+def test_item2_the_trend_checks_every_checkpoint(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """`compare --checkpoints`: a kept checkpoint that is a no-op adapter stops the trend before any task."""
+    import json
+
+    from harness.cli import main
+    from harness.store import list_runs
+    from tests.helpers import make_lora
+
+    runs = _canary_env(tmp_path, monkeypatch)
+    kept = tmp_path / "finetune" / "checkpoints"
+    for step, scale in ((2, 1e-2), (4, 0.0)):
+        ckpt = make_lora(tiny_model_dir, kept / f"checkpoint-{step}", seed=step, scale=scale)
+        (ckpt / "harness_manifest.json").write_text(json.dumps({"kind": "adapter", "base": {"ref": str(tiny_model_dir)}}))
+    assert main(["compare", "--baseline", str(tiny_model_dir), "--checkpoints", str(kept.parent),
+                 "--suite", str(_canary_suite(tmp_path))]) == 2
+    _one_error_line(capsys.readouterr().err, "checkpoint-4", "not applied")
+    assert not list_runs(runs)
+
+
+def _golden(tmp_path):
+    import json
+
+    path = tmp_path / "golden.jsonl"
+    path.write_text("".join(json.dumps({"id": f"g{i}", "prompt": q, "ideal": a}) + "\n"
+                            for i, (q, a) in enumerate([("Capital of France?", "Paris"), ("2+3?", "5")])))
+    return path
+
+
+def test_item3_judge_refuses_a_zero_b_adapter_candidate_or_baseline(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Issue 14 item 3: `harness judge` ran no canary; a no-op LoRA got a 50% win rate and exit 0."""
+    from harness.cli import main
+    from harness.store import list_runs, load_run
+    from tests.helpers import make_lora
+
+    runs = _canary_env(tmp_path, monkeypatch)
+    zero = f"{tiny_model_dir}+{make_lora(tiny_model_dir, tmp_path / 'zero', scale=0.0)}"
+    mild = f"{tiny_model_dir}+{make_lora(tiny_model_dir, tmp_path / 'mild', seed=1, scale=1e-2)}"
+    common = ["judge", "--golden", str(_golden(tmp_path)), "--judge", str(tiny_model_dir), "--backend", "hf",
+              "--max-new-tokens", "4", "--no-embeddings", "--no-injection-probe"]
+    assert main([*common, "--candidate", zero, "--baseline", str(tiny_model_dir)]) == 2
+    _one_error_line(capsys.readouterr().err, zero, "not applied")
+    assert main([*common, "--candidate", mild, "--baseline", zero]) == 2
+    _one_error_line(capsys.readouterr().err, zero, "not applied")
+    assert not list_runs(runs, kind="judge"), "nothing was generated or judged"
+    assert main([*common, "--candidate", mild, "--baseline", str(tiny_model_dir)]) == 0
+    run = load_run(runs, list_runs(runs, kind="judge")[0]["run_id"])
+    assert run.manifest["canary"][mild]["outcome"] == "passed" and run.aggregates["unverified"] == []
+    assert main([*common, "--candidate", zero, "--baseline", str(tiny_model_dir), "--no-canary"]) == 0
+    assert f"unverified: {zero}: the adapter canary was skipped (--no-canary)" in capsys.readouterr().out
+
+
+def test_item13_a_damaged_adapter_is_refused_as_damaged_not_scored(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Issue 14 item 13 (canary half): the canary only checked that base and adapter differ, so an
+    adapter scoring 8 nats/token worse than its base (read at the wrong positions) passed."""
+    from harness import canary_store
+    from harness.canary import DEFAULT_MAX_DROP_NATS_PER_TOKEN
+    from harness.cli import main
+    from harness.store import list_runs
+    from tests.helpers import make_lora
+
+    runs = _canary_env(tmp_path, monkeypatch)
+    # Noise on the output layer of the tiny model: predictions far worse than its near-uniform base.
+    broken = make_lora(tiny_model_dir, tmp_path / "broken", seed=3, scale=1.0, targets=("lm_head",))
+    assert main(["eval", "--model", f"{tiny_model_dir}+{broken}", "--suite", str(_canary_suite(tmp_path))]) == 2
+    _one_error_line(capsys.readouterr().err, "damaged", "nats/token", f"beyond {DEFAULT_MAX_DROP_NATS_PER_TOKEN}")
+    (rec,) = canary_store.list_records(runs)
+    assert rec["outcome"] == "refused: damaged"
+    assert rec["figures"]["drop_nats_per_token"] > DEFAULT_MAX_DROP_NATS_PER_TOKEN
+    assert rec["thresholds"]["max_drop_nats_per_token"] == DEFAULT_MAX_DROP_NATS_PER_TOKEN
+    assert not list_runs(runs)
+
+
+@pytest.mark.slow
+def test_item13_plausibility_on_the_real_model(smollm2_dir, tmp_path, monkeypatch, capsys):
+    """On SmolLM2: seeded-noise LoRAs on every projection, scale 0.05 (probes 0.3 nats/token worse)
+    is scored, scale 0.1 (8.5 nats/token worse, near a uniform guess) is refused as damaged."""
+    from harness import canary_store
+    from harness.cli import main
+    from harness.store import list_runs
+    from tests.helpers import make_lora
+
+    runs = _canary_env(tmp_path, monkeypatch)
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    base = "smollm2-135m-instruct"
+    suite = str(_canary_suite(tmp_path))
+    noisy = make_lora(smollm2_dir, tmp_path / "noisy", seed=2, scale=0.05, targets=targets)
+    broken = make_lora(smollm2_dir, tmp_path / "broken", seed=2, scale=0.1, targets=targets)
+    assert main(["eval", "--model", f"{base}+{broken}", "--suite", suite, "--limit", "2"]) == 2
+    _one_error_line(capsys.readouterr().err, "damaged")
+    assert main(["eval", "--model", f"{base}+{noisy}", "--suite", suite, "--limit", "2"]) == 0
+    outcomes = {r["ref"].split("+")[-1]: r for r in canary_store.list_records(runs)}
+    assert outcomes[str(broken)]["outcome"] == "refused: damaged" and outcomes[str(noisy)]["outcome"] == "passed"
+    assert 5 < outcomes[str(broken)]["figures"]["drop_nats_per_token"] < 12
+    assert 0 < outcomes[str(noisy)]["figures"]["drop_nats_per_token"] < 1
+    assert len(list_runs(runs, kind="eval")) == 1
+
+
+def test_item14_a_refusal_stops_the_whole_run_before_any_task(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Issue 14 item 14: a refusal in one task left the other tasks to be scored and stored, and the
+    manifest said 'not needed: every item was cached' beside cache misses."""
+    import sqlite3
+
+    from harness.cli import main
+    from harness.store import list_runs, load_run
+    from tests.helpers import make_lora
+
+    runs = _canary_env(tmp_path, monkeypatch)
+    suite = str(_canary_suite(tmp_path, n_tasks=2))
+    zero = f"{tiny_model_dir}+{make_lora(tiny_model_dir, tmp_path / 'zero', scale=0.0)}"
+    mild = f"{tiny_model_dir}+{make_lora(tiny_model_dir, tmp_path / 'mild', seed=1, scale=1e-2)}"
+    cache = tmp_path / "item-cache.sqlite"
+
+    def n_cached() -> int:
+        if not cache.is_file():
+            return 0
+        with sqlite3.connect(cache) as db:
+            return db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+    assert main(["eval", "--model", zero, "--suite", suite]) == 2
+    _one_error_line(capsys.readouterr().err, "not applied")
+    assert main(["compare", "--baseline", str(tiny_model_dir), "--candidate", mild, "--candidate", zero,
+                 "--suite", suite]) == 2
+    _one_error_line(capsys.readouterr().err, zero, "not applied")
+    assert n_cached() == 0 and not list_runs(runs), "no task of any model was scored or stored"
+    assert main(["eval", "--model", mild, "--suite", suite]) == 0
+    run = load_run(runs, list_runs(runs, kind="eval")[0]["run_id"])
+    assert run.manifest["cache"]["misses"] > 0 and run.manifest["canary"]["outcome"] == "passed"
+    # Its probes ran (and passed) in the refused compare, which checked every adapter before any task.
+    assert run.manifest["canary"]["source"] == "record"
+
+
 
 # --- Adapter kinds, vLLM fallback and merge: items 5, 12, 13 ----------------------------------
 
