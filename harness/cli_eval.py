@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness import store
-    from harness.errors import HarnessError
+    from harness.errors import HarnessError, Interrupted
     from harness.backends import open_models
     from harness.canary import adapter_canary
     from harness.evaluate import evaluate_suite
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, settings=settings)
+    store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     opts = {"dtype": args.dtype, "batch_size": args.batch_size} if args.backend == "hf" else {}
     t0 = time.time()
     resolved = resolve(settings, args.model)
@@ -55,8 +56,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             canary = adapter_canary(backends[resolved.ref.base_ref().raw], backends[resolved.ref.raw],
                                     label=resolved.ref.raw)
 
-        run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
-                              use_fast_scorer=not args.no_fast_scorer, before_compute=check if len(refs) == 2 else None)
+        try:
+            run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
+                                  use_fast_scorer=not args.no_fast_scorer,
+                                  before_compute=check if len(refs) == 2 else None)
+        except Interrupted as e:
+            for r in e.runs:
+                r.manifest["canary"] = canary
+            e.note = store.write_partial_runs(settings.runs_dir, e.runs)
+            raise
         run_.manifest["canary"] = canary
         server = getattr(backends[resolved.ref.raw], "server", None)
         log_text = server.log_text() if server is not None else None
@@ -70,5 +78,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             continue
         value = "-" if t.get("value") is None else f"{t['value']:.4f}"
         print(f"{label:24s} {t['metric']:18s} {value:>9s} {t['n']:6d} {t.get('n_unscored', 0):8d}")
+    for label, t in run_.aggregates["tasks"].items():
+        for u in t.get("unscored", [])[:10]:
+            print(f"{label}: unscored {u['reason']}")
     print(f"run {run_.run_id} ({run_.status}) written to {folder} in {time.time() - t0:.0f} s")
     return 0 if run_.status == "complete" else 2
