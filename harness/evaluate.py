@@ -95,26 +95,26 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
         items: list[dict[str, Any]] = []
         tasks: dict[str, Any] = {}
         is_interrupted = False
-        for spec in suite.tasks:
-            if is_interrupted:
-                tasks[spec.label] = _failed_task(spec, "not run: interrupted (Ctrl-C) before this task started")
-                continue
-            t_task = time.time()
-            log.info("task %s (%s)", spec.label, spec.lm_eval or spec.harness)
-            try:
-                rows = _run_task(settings, suite, spec, cached, tm, limit)
-            except HarnessError as e:
-                log.error("task %s failed: %s", spec.label, e)
-                tasks[spec.label] = _failed_task(spec, str(e))
-                continue
-            except KeyboardInterrupt:
-                # Finished chunks of this task are in the item cache; the run records what was scored.
-                is_interrupted = True
-                tasks[spec.label] = _failed_task(spec, "interrupted (Ctrl-C); its finished items are cached")
-                continue
-            items.extend(rows)
-            tasks[spec.label] = summarize_task(spec, rows)
-            tasks[spec.label]["wall_s"] = round(time.time() - t_task, 1)
+        try:  # around the whole loop, so a Ctrl-C anywhere in it (a log line included) is caught
+            for spec in suite.tasks:
+                t_task = time.time()
+                log.info("task %s (%s)", spec.label, spec.lm_eval or spec.harness)
+                try:
+                    rows = _run_task(settings, suite, spec, cached, tm, limit)
+                except HarnessError as e:
+                    log.error("task %s failed: %s", spec.label, e)
+                    tasks[spec.label] = _failed_task(spec, str(e))
+                    continue
+                summary = {**summarize_task(spec, rows), "wall_s": round(time.time() - t_task, 1)}
+                tasks[spec.label] = summary
+                items.extend(rows)
+        except KeyboardInterrupt:
+            # Finished chunks of the interrupted task are in the item cache; the run records what was scored.
+            is_interrupted = True
+            missing = [spec for spec in suite.tasks if spec.label not in tasks]
+            for k, spec in enumerate(missing):
+                tasks[spec.label] = _failed_task(spec, "interrupted (Ctrl-C); its finished items are cached" if k == 0
+                                                 else "not run: interrupted (Ctrl-C) before it started")
         manifest = {
             "models": [_describe_model(backend, model)],
             "suite": suite.describe(),
