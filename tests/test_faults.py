@@ -383,3 +383,17 @@ def test_item17_runs_list_into_a_closed_pipe_exits_quietly(inputs_env, tmp_path)
     proc.stdout.close()  # type: ignore[union-attr]
     err = proc.stderr.read().decode()  # type: ignore[union-attr]
     assert proc.wait(timeout=60) == 141 and err == ""
+
+
+@pytest.mark.slow  # loads lm-eval's task registry
+def test_item7_an_lmeval_prompt_longer_than_the_context_names_its_document(inputs_env, tmp_path, tiny_model_dir,
+                                                                          capsys) -> None:
+    """lm-eval scores every request of a task, so the task fails; the reason names the document, not 'request N'."""
+    from harness.cli import main
+
+    (tmp_path / "fs.yaml").write_text(INPUTS_SUITE.format(name="fs") + "  - lm_eval: arc_easy_local\n"
+                                      "    num_fewshot: 25\n    limit: 2\n    metric: acc_norm\n")
+    assert main(["eval", "--model", str(tiny_model_dir), "--suite", str(tmp_path / "fs.yaml")]) == 2
+    out = capsys.readouterr().out
+    assert "(failed)" in out and "request" not in out
+    assert "FAILED  arc_easy_local document 0: context and continuation of" in out, out
