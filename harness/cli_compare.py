@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge", help="judge model reference (default: the local SmolLM2)")
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf",
                    help="hf: in-process; vllm: one engine for the base and all its adapters")
-    p.add_argument("--limit", type=int, help="documents per subject (quick looks; weakens the statistics)")
+    p.add_argument("--limit", type=int, help="documents per subject, and golden prompts with --golden "
+                                             "(quick looks; weakens the statistics)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-canary", action="store_true",
@@ -32,14 +33,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from harness import store
     from harness.compare import CompareConfig
     from harness.compare_run import checkpoint_candidates, run_compare, write_compare
+    from harness.errors import HarnessError, Interrupted
 
+    if args.limit is not None and args.limit < 1:
+        raise HarnessError(f"--limit {args.limit}: must be at least 1")
+    store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     candidates = [*args.candidates, *(c for d in args.checkpoints for c in checkpoint_candidates(d))]
     cfg = CompareConfig(baseline=args.baseline, candidates=tuple(candidates), suite=args.suite,
                         golden=args.golden, judge=args.judge, backend=args.backend, limit=args.limit,
                         confidence=args.confidence, seed=args.seed, check_canary=not args.no_canary)
-    compare, sources = run_compare(settings, cfg)
+    try:
+        compare, sources = run_compare(settings, cfg)
+    except Interrupted as e:
+        e.note = store.write_partial_runs(settings.runs_dir, e.runs)
+        raise
     run_id = write_compare(settings, compare, sources)
     if args.format == "json":
         print(json.dumps({"run_id": run_id, **compare.aggregates}, indent=2, default=str))

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness import store
-    from harness.errors import HarnessError
+    from harness.errors import HarnessError, Interrupted
     from harness.backends import open_models
     from harness.canary import canary_refs, unverified, verify_adapters
     from harness.evaluate import evaluate_suite
@@ -36,7 +36,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, settings=settings)
+    store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     opts = {"dtype": args.dtype, "batch_size": args.batch_size} if args.backend == "hf" else {}
     t0 = time.time()
     resolved = resolve(settings, args.model)
@@ -44,8 +45,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                      opts) as backends:
         # Before any task: a refused adapter scores nothing, and a passing record skips the probes.
         canary = verify_adapters(settings, [resolved], backends, enabled=not args.no_canary)
-        run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
-                              use_fast_scorer=not args.no_fast_scorer)
+        try:
+            run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
+                                  use_fast_scorer=not args.no_fast_scorer)
+        except Interrupted as e:
+            for r in e.runs:
+                r.manifest["canary"] = canary[resolved.ref.raw]
+                r.aggregates["unverified"] = unverified(canary)
+            e.note = store.write_partial_runs(settings.runs_dir, e.runs)
+            raise
         run_.manifest["canary"] = canary[resolved.ref.raw]
         run_.aggregates["unverified"] = unverified(canary)
         server = getattr(backends[resolved.ref.raw], "server", None)
@@ -60,6 +68,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             continue
         value = "-" if t.get("value") is None else f"{t['value']:.4f}"
         print(f"{label:24s} {t['metric']:18s} {value:>9s} {t['n']:6d} {t.get('n_unscored', 0):8d}")
+    for label, t in run_.aggregates["tasks"].items():
+        for u in t.get("unscored", [])[:10]:
+            print(f"{label}: unscored {u['reason']}")
     for note in run_.aggregates["unverified"]:
         print(f"unverified: {note}")
     print(f"run {run_.run_id} ({run_.status}) written to {folder} in {time.time() - t0:.0f} s")

@@ -20,7 +20,7 @@ from harness import store
 from harness.backends.base import Backend
 from harness.canary import canary_refs, unverified, verify_adapters
 from harness.compare import CompareConfig, checkpoint_step, compare_eval_runs, overall_verdict, trend_of
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Interrupted
 from harness.models import MANIFEST, resolve
 from harness.settings import Settings
 from harness.store import Run
@@ -36,7 +36,7 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     t0 = time.time()
     if not cfg.candidates:
         raise HarnessError("compare needs at least one --candidate (or --checkpoints FINETUNE_DIR)")
-    suite = load_suite(cfg.suite)
+    suite = load_suite(cfg.suite, settings=settings)
     baseline = resolve(settings, cfg.baseline)
     candidates = [resolve(settings, c) for c in cfg.candidates]
     rng = np.random.default_rng(cfg.seed)
@@ -56,17 +56,21 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     with open_models(settings, refs, cfg.backend, cfg.backend_opts) as backends:
         # Every adapter whose scores the gate uses, before any task is scored: a refusal stops the run.
         canaries = verify_adapters(settings, models, backends, enabled=cfg.check_canary)
-        base_run = evaluate_suite(settings, backends[baseline.ref.raw], suite, limit=cfg.limit)
-        sources.append(base_run)
-        for cand in candidates:
-            cand_run = evaluate_suite(settings, backends[cand.ref.raw], suite, limit=cfg.limit)
-            sources.append(cand_run)
-            r, it, fl = compare_eval_runs(base_run, cand_run, candidate_label=cand.ref.raw, margins=margins, rng=rng,
-                                          confidence=cfg.confidence, n_resamples=cfg.n_resamples)
-            results += r
-            items += it
-            flips[cand.ref.raw] = fl
-        win_rates = _judge_all(settings, cfg, sources, backends) if cfg.golden else []
+        try:
+            base_run = evaluate_suite(settings, backends[baseline.ref.raw], suite, limit=cfg.limit)
+            sources.append(base_run)
+            for cand in candidates:
+                cand_run = evaluate_suite(settings, backends[cand.ref.raw], suite, limit=cfg.limit)
+                sources.append(cand_run)
+                r, it, fl = compare_eval_runs(base_run, cand_run, candidate_label=cand.ref.raw, margins=margins,
+                                              rng=rng, confidence=cfg.confidence, n_resamples=cfg.n_resamples)
+                results += r
+                items += it
+                flips[cand.ref.raw] = fl
+            win_rates = _judge_all(settings, cfg, sources, backends) if cfg.golden else []
+        except KeyboardInterrupt as e:
+            # Ctrl-C: the eval runs finished so far, and the one interrupted, go back to be stored.
+            raise Interrupted([*sources, *getattr(e, "runs", [])]) from None
         server_log = _server_log(backends)
     # A task that could not be scored (a context too long, a dead server) leaves the gate unable
     # to certify that candidate: the verdict is "error" (exit 2), never a silent pass.
@@ -93,7 +97,10 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
         "canary": canaries, "wall_s": round(time.time() - t0, 1),
     }
     extra = {"vllm-server.log": server_log} if server_log else {}
-    return Run(kind="compare", manifest=manifest, items=items, aggregates=aggregates, extra_files=extra), sources
+    # An ERROR verdict certifies nothing: the run is "failed", whatever was scored.
+    status = "failed" if verdict == "error" else "complete"
+    return Run(kind="compare", manifest=manifest, items=items, aggregates=aggregates, extra_files=extra,
+               status=status), sources
 
 
 def checkpoint_candidates(finetune_dir: str | Path) -> list[str]:
@@ -126,9 +133,11 @@ def _judge_all(settings: Settings, cfg: CompareConfig, sources: list[Run], backe
     from judges.run import JudgeRunConfig, run_judge
 
     out = []
+    # --limit caps the golden prompts too: a quick look is quick in every part of the run.
+    golden_limit = cfg.golden_limit if cfg.golden_limit is not None else cfg.limit
     for cand in cfg.candidates:
         jc = JudgeRunConfig(golden=cfg.golden or "", candidate=cand, baseline=cfg.baseline,
-                            backend=cfg.backend, seed=cfg.seed, confidence=cfg.confidence, limit=cfg.golden_limit,
+                            backend=cfg.backend, seed=cfg.seed, confidence=cfg.confidence, limit=golden_limit,
                             check_canary=cfg.check_canary,
                             **({"judge": cfg.judge} if cfg.judge else {}))
         run = run_judge(settings, jc, backends)

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.errors import HarnessError
-    from harness.store import write_run
+    from harness.store import check_writable, write_run
     from judges.run import JudgeRunConfig, run_judge
 
     if args.limit is not None and args.limit < 1:
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                          max_new_tokens=args.max_new_tokens, grade=args.grade, human_labels=args.human_labels,
                          use_injection_probe=not args.no_injection_probe, use_embeddings=not args.no_embeddings,
                          seed=args.seed, check_canary=not args.no_canary)
+    check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     result = run_judge(settings, cfg)
     folder = write_run(settings.runs_dir, result)
     print(format_report(result.aggregates, cfg))
@@ -85,6 +86,8 @@ def format_report(agg: dict[str, Any], cfg: Any) -> str:
     if "kappa_vs_human" in agg:
         k = agg["kappa_vs_human"]
         lines.append(f"  Cohen's kappa vs human labels {k['kappa']:.3f} over {k['n']} items ({k['n_missing']} missing)")
+    for u in agg.get("unscored", [])[:10]:
+        lines.append(f"  not judged: {u['reason']}")
     if "injection" in agg:
         inj = agg["injection"]
         lines.append(f"  injection probe  flipped {inj['n_flipped']} of {inj['n_valid']} valid items "

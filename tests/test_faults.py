@@ -414,3 +414,381 @@ def test_item0_compare_prints_every_format_on_the_shipped_forgetting_suite(tmp_p
         assert main(["report", "export", run_id, "--format", fmt, "--out", str(tmp_path / f"x.{fmt}")]) == 0
 
 # --- Inputs, errors, statuses and limits: items 4, 6, 7, 8, 9, 10, 11, 15 ----------------------
+# Real CLI invocations on the tiny model (context 256 tokens): in-process through harness.cli.main
+# where the fault is in our code, in a subprocess where it needs a signal, a pipe or a resource limit.
+
+import json as inputs_json  # noqa: E402  (imports of this section stay inside it; see the module docstring)
+import subprocess as inputs_subprocess  # noqa: E402
+import sys as inputs_sys  # noqa: E402
+from pathlib import Path as InputsPath  # noqa: E402
+
+INPUTS_SUITE = "# {name}: fault-test suite\nname: {name}\nversion: 1\ntasks:\n"
+INPUTS_GOLDEN_TASK = "  - harness: golden\n    data: {data}\n    metric: check_pass_rate\n    max_new_tokens: {n}\n"
+
+
+def inputs_write_golden(path: InputsPath, prompts: dict[str, str]) -> InputsPath:
+    path.write_text("".join(inputs_json.dumps({"id": k, "prompt": v, "checks": {"must_include": ["a"]}}) + "\n"
+                            for k, v in prompts.items()))
+    return path
+
+
+def inputs_write_suite(folder: InputsPath, name: str, goldens: list[str | tuple[str, int]]) -> InputsPath:
+    """A suite of golden tasks: a file name, or (file name, max_new_tokens); 4 new tokens by default."""
+    pairs = [g if isinstance(g, tuple) else (g, 4) for g in goldens]
+    text = INPUTS_SUITE.format(name=name) + "".join(INPUTS_GOLDEN_TASK.format(data=g, n=n) for g, n in pairs)
+    (folder / f"{name}.yaml").write_text(text)
+    return folder / f"{name}.yaml"
+
+
+@pytest.fixture
+def inputs_env(tmp_path: InputsPath, monkeypatch: pytest.MonkeyPatch, data_dir: InputsPath) -> dict[str, str]:
+    """A fresh HARNESS_HOME and runs dir (in this process's environment, and as a dict for subprocesses)."""
+    import os
+
+    env = {"HARNESS_HOME": str(tmp_path / "home"), "HARNESS_RUNS_DIR": str(tmp_path / "runs"),
+           "HARNESS_DATA_DIR": str(data_dir)}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return {**os.environ, **env}
+
+
+def inputs_runs(runs_dir: str | InputsPath, kind: str | None = None) -> list[dict]:
+    from harness import store
+
+    return store.list_runs(InputsPath(runs_dir), kind=kind)
+
+
+def inputs_one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("harness:") or "Traceback" in ln]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+class InputsOpenAIServer:
+    """A real OpenAI-compatible HTTP endpoint on 127.0.0.1 (stdlib), answering chat completions.
+
+    Answers "Bonjour a tous", or "[[A]]" to a judge prompt (one that asks for a [[...]] verdict).
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = inputs_json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                text = "[[A]]" if "[[" in inputs_json.dumps(body.get("messages", "")) else "Bonjour a tous"
+                reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": text}}],
+                         "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}}
+                data = inputs_json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.slow  # a dead endpoint costs the client's retries (seconds)
+def test_item4_openai_endpoint_on_the_default_backend(inputs_env, tmp_path, capsys) -> None:
+    """eval/compare/judge of openai:M@URL without --backend vllm: no dtype TypeError; a dead URL is one line."""
+    from harness.cli import main
+
+    inputs_write_golden(tmp_path / "g.jsonl", {"hi": "Say hello in French.", "bye": "Say goodbye."})
+    suite = inputs_write_suite(tmp_path, "endpoint", ["g.jsonl"])
+    server = InputsOpenAIServer()
+    try:
+        model = f"openai:served@{server.url}"
+        assert main(["eval", "--model", model, "--suite", str(suite)]) == 0
+        out = capsys.readouterr().out
+        assert "golden:g" in out and "(complete)" in out
+        assert main(["compare", "--baseline", model, "--candidate", f"openai:other@{server.url}",
+                     "--suite", str(suite)]) == 0
+        assert "verdict: PASS" in capsys.readouterr().out
+        assert main(["judge", "--golden", str(tmp_path / "g.jsonl"), "--candidate", model, "--baseline",
+                     f"openai:other@{server.url}", "--judge", f"openai:judge@{server.url}", "--backend", "hf",
+                     "--no-injection-probe", "--no-embeddings"]) == 0
+        assert "over 2 prompts" in capsys.readouterr().out
+    finally:
+        server.close()
+    # Nothing listens there now: the task fails with the endpoint's reason, the run is "failed", exit 2.
+    assert main(["eval", "--model", f"openai:gone@{server.url}", "--suite", str(suite)]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert f"endpoint {server.url} (gone) failed: APIConnectionError" in captured.out and "(failed)" in captured.out
+
+
+def test_item6_golden_encoding_bom_and_empty_prompt(inputs_env, tmp_path, tiny_model_dir, capsys) -> None:
+    """Invalid UTF-8: file, line and column, exit 2. A BOM is accepted. An empty prompt names its line."""
+    from harness.cli import main
+
+    golden = tmp_path / "g.jsonl"
+    suite = inputs_write_suite(tmp_path, "enc", ["g.jsonl"])
+    eval_args = ["eval", "--model", str(tiny_model_dir), "--suite", str(suite)]
+
+    golden.write_bytes(b'{"id": "a", "prompt": "Hi"}\n{"id": "b", "prompt": "caf\xff"}\n')
+    assert main(eval_args) == 2
+    line = inputs_one_error_line(capsys.readouterr().err)
+    assert line == (f"harness: error: {suite}: tasks[0].data 'g.jsonl': golden set {golden}:2:27: "
+                    "invalid UTF-8 byte 0xff; save the file as UTF-8")
+    assert main(["judge", "--golden", str(golden), "--candidate", str(tiny_model_dir), "--baseline",
+                 str(tiny_model_dir), "--backend", "hf"]) == 2
+    assert inputs_one_error_line(capsys.readouterr().err) == (
+        f"harness: error: golden set {golden}:2:27: invalid UTF-8 byte 0xff; save the file as UTF-8")
+    assert not inputs_runs(inputs_env["HARNESS_RUNS_DIR"])
+
+    # Editors' UTF-8 with a BOM, in the golden set and in the suite file: accepted.
+    golden.write_bytes(b"\xef\xbb\xbf" + '{"id": "a", "prompt": "Café?"}\n'.encode())
+    suite.write_bytes(b"\xef\xbb\xbf" + suite.read_bytes())
+    assert main(eval_args) == 0
+    assert "(complete)" in capsys.readouterr().out
+
+    golden.write_text('{"id": "a", "prompt": "Hi"}\n{"id": "b", "prompt": "  "}\n')
+    assert main(eval_args) == 2
+    assert inputs_one_error_line(capsys.readouterr().err).endswith(f"{golden}:2: record: prompt is empty")
+
+
+def test_item7_a_prompt_longer_than_the_context_is_unscored_alone(inputs_env, tmp_path, tiny_model_dir, capsys) -> None:
+    """eval keeps the task and records the long item unscored (reason, id, line); judge leaves it out."""
+    from harness import store
+    from harness.cli import main
+
+    golden = inputs_write_golden(tmp_path / "g.jsonl", {"a": "Say hi.", "long": "word " * 400, "c": "Say bye."})
+    suite = inputs_write_suite(tmp_path, "ctx", ["g.jsonl"])
+    assert main(["eval", "--model", str(tiny_model_dir), "--suite", str(suite)]) == 0
+    out = capsys.readouterr().out
+    reason = (f"item 'long' ({golden}:2): prompt of 431 tokens + 4 new tokens exceeds the model's context of "
+              "256 tokens")
+    assert f"golden:g: unscored {reason}" in out and "request" not in out
+    (entry,) = inputs_runs(inputs_env["HARNESS_RUNS_DIR"])
+    run = store.load_run(InputsPath(inputs_env["HARNESS_RUNS_DIR"]), entry["run_id"])
+    assert run.status == "complete"
+    rows = {r["item_id"]: r for r in run.items}
+    assert set(rows) == {"a", "long", "c"} and rows["a"]["passed"] is not None and rows["c"]["passed"] is not None
+    assert rows["long"]["unscored_reason"] == reason and rows["long"]["source"] == f"{golden}:2"
+    task = run.aggregates["tasks"]["golden:g"]
+    assert task["n_scored"] == 2 and task["n_unscored"] == 1 and task["unscored"][0]["item_id"] == "long"
+
+    assert main(["judge", "--golden", str(golden), "--candidate", str(tiny_model_dir), "--baseline",
+                 str(tiny_model_dir), "--judge", str(tiny_model_dir), "--backend", "hf", "--max-new-tokens", "4",
+                 "--no-injection-probe", "--no-embeddings"]) == 0
+    out = capsys.readouterr().out
+    assert "over 2 prompts" in out and f"not judged: item 'long' ({golden}:2): candidate answer: prompt of 431" in out
+    (judge_entry,) = inputs_runs(inputs_env["HARNESS_RUNS_DIR"], kind="judge")
+    judged = store.load_run(InputsPath(inputs_env["HARNESS_RUNS_DIR"]), judge_entry["run_id"])
+    assert [r["item_id"] for r in judged.items] == ["a", "c"]
+    assert {u["item_id"] for u in judged.aggregates["unscored"]} == {"long"}
+
+
+def test_item8_unwritable_runs_dir_full_home_and_escaping_os_errors(inputs_env, tmp_path, tiny_model_dir,
+                                                                    capsys, monkeypatch) -> None:
+    """Checked before scoring: one line, exit 2 (never 1, the regression code); no traceback anywhere."""
+    import resource
+    import signal
+
+    from harness.cli import main
+
+    inputs_write_golden(tmp_path / "g.jsonl", {"a": "Say hi."})
+    suite = inputs_write_suite(tmp_path, "w", ["g.jsonl"])
+    (tmp_path / "a-file").write_text("")
+    # A runs directory that cannot be created (below a file): refused before a model loads.
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "a-file" / "runs"))
+    for argv in (["eval", "--model", str(tiny_model_dir), "--suite", str(suite)],
+                 ["compare", "--baseline", str(tiny_model_dir), "--candidate", str(tiny_model_dir), "--suite", str(suite)]):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert inputs_one_error_line(captured.err) == (
+            f"harness: error: runs directory {tmp_path}/a-file/runs: cannot write: Not a directory; free space "
+            "there or set HARNESS_RUNS_DIR to a writable folder")
+        assert "task " not in captured.err  # nothing was scored
+
+    # A full disk (a file-size limit makes every write past 16 KiB fail, as ENOSPC would): refused at once.
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, 16 * 1024))
+
+    full = inputs_subprocess.run([inputs_sys.executable, "-m", "harness.cli", "eval", "--model", str(tiny_model_dir),
+                                  "--suite", str(suite)], env=inputs_env, capture_output=True, text=True, timeout=300,
+                                 preexec_fn=limit_file_size)
+    assert full.returncode == 2
+    assert inputs_one_error_line(full.stderr).startswith(
+        f"harness: error: runs directory {inputs_env['HARNESS_RUNS_DIR']}: cannot write: File too large; ")
+
+    # Errors that escape later still become one line: a damaged run index (SQLite), a runs "dir" that is a file.
+    runs = tmp_path / "runs2"
+    runs.mkdir()
+    (runs / "index.sqlite").write_bytes(b"not a database" * 100)
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(runs))
+    assert main(["runs", "list"]) == 2
+    assert inputs_one_error_line(capsys.readouterr().err) == (
+        "harness: error: SQLite: file is not a database (the run index or the item cache)")
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "a-file"))
+    assert main(["runs", "reindex"]) == 2
+    assert inputs_one_error_line(capsys.readouterr().err) == (
+        f"harness: error: [Errno 20] Not a directory: '{tmp_path}/a-file/index.sqlite'")
+
+
+def test_item8_any_unexpected_exception_is_one_line_and_debug_shows_it(inputs_env, monkeypatch, capsys) -> None:
+    import harness.cli_runs
+    from harness.cli import main
+
+    def bug(args, settings):  # the shape of item 4's TypeError: a bug, not a user error
+        raise TypeError("__init__() got an unexpected keyword argument 'dtype'")
+
+    monkeypatch.setattr(harness.cli_runs, "run", bug)
+    assert main(["runs", "list"]) == 2
+    assert inputs_one_error_line(capsys.readouterr().err) == (
+        "harness: error: internal error TypeError: __init__() got an unexpected keyword argument 'dtype'; "
+        "rerun with --debug for the traceback")
+    assert main(["--debug", "runs", "list"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a subprocess that loads torch
+def test_item9_sigint_mid_eval_stores_a_partial_run(inputs_env, tmp_path, tiny_model_dir) -> None:
+    """Ctrl-C during the second task: exit 130, one line saying a rerun resumes, a partial run with task 1."""
+    import signal
+
+    from harness import store
+
+    inputs_write_golden(tmp_path / "quick.jsonl", {"a": "Say hi."})
+    # Long enough to be still running when the signal lands: 400 prompts x 200 new tokens.
+    inputs_write_golden(tmp_path / "slow.jsonl", {f"s{i}": f"Count to {i}." for i in range(400)})
+    suite = inputs_write_suite(tmp_path, "sig", ["quick.jsonl", ("slow.jsonl", 200)])
+    proc = inputs_subprocess.Popen([inputs_sys.executable, "-m", "harness.cli", "eval", "--model", str(tiny_model_dir),
+                                    "--suite", str(suite)], env=inputs_env, stdout=inputs_subprocess.PIPE,
+                                   stderr=inputs_subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in proc.stderr:  # type: ignore[union-attr]
+            seen.append(line)
+            if "task golden:slow" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    err = "".join(seen) + err
+    assert proc.returncode == 130, err
+    (entry,) = inputs_runs(inputs_env["HARNESS_RUNS_DIR"])
+    assert inputs_one_error_line(err) == (
+        f"harness: interrupted; stored {entry['run_id']} (partial) under {inputs_env['HARNESS_RUNS_DIR']}; "
+        "finished items are cached and a rerun resumes")
+    run = store.load_run(InputsPath(inputs_env["HARNESS_RUNS_DIR"]), entry["run_id"])
+    assert run.status == "partial" and run.manifest["interrupted"] is True
+    assert [r["item_id"] for r in run.items] == ["a"]
+    assert run.aggregates["tasks"]["golden:slow"]["failure_reason"].startswith("interrupted (Ctrl-C)")
+
+
+def test_item10_statuses_failed_partial_and_compare_error(inputs_env, tmp_path, tiny_model_dir, capsys) -> None:
+    """Nothing scored -> failed; some tasks failed -> partial; a compare verdict ERROR -> failed."""
+    from harness.cli import main
+
+    inputs_write_golden(tmp_path / "ok.jsonl", {"a": "Say hi."})
+    inputs_write_golden(tmp_path / "long.jsonl", {"l1": "word " * 400, "l2": "more " * 400})
+    some = inputs_write_suite(tmp_path, "some", ["ok.jsonl", "long.jsonl"])
+    none = inputs_write_suite(tmp_path, "none", ["long.jsonl"])
+    assert main(["eval", "--model", str(tiny_model_dir), "--suite", str(some)]) == 2
+    assert "(partial)" in capsys.readouterr().out
+    assert main(["eval", "--model", str(tiny_model_dir), "--suite", str(none)]) == 2
+    assert "(failed)" in capsys.readouterr().out
+    assert main(["compare", "--baseline", str(tiny_model_dir), "--candidate", str(tiny_model_dir),
+                 "--suite", str(none)]) == 2
+    assert "verdict: ERROR" in capsys.readouterr().out
+    statuses = {(r["kind"], r["suite"]): r["status"] for r in inputs_runs(inputs_env["HARNESS_RUNS_DIR"])}
+    assert statuses[("eval", "some")] == "partial"
+    assert statuses[("eval", "none")] == "failed"
+    assert statuses[("compare", "none")] == "failed"
+
+
+def test_item11_missing_data_file_is_a_suite_error_with_its_key_path(inputs_env, tmp_path, tiny_model_dir,
+                                                                    monkeypatch, capsys) -> None:
+    """Caught at suite validation, before a model loads: one line with the key path, exit 2, no run."""
+    from harness.cli import main
+
+    inputs_write_golden(tmp_path / "ok.jsonl", {"a": "Say hi."})
+    suite = inputs_write_suite(tmp_path, "miss", ["ok.jsonl", "foo.jsonl"])
+    assert main(["eval", "--model", str(tiny_model_dir), "--suite", str(suite)]) == 2
+    captured = capsys.readouterr()
+    assert inputs_one_error_line(captured.err).endswith(
+        f"miss.yaml: tasks[1].data 'foo.jsonl': not found ({tmp_path}/foo.jsonl); paths are relative to the suite file")
+    assert "task " not in captured.err and not inputs_runs(inputs_env["HARNESS_RUNS_DIR"])
+
+    # A named set whose file is missing under HARNESS_DATA_DIR.
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "no-data"))
+    (tmp_path / "named.yaml").write_text(INPUTS_SUITE.format(name="named") + "  - harness: perplexity\n"
+                                         "    data: alpaca_heldout\n    metric: token_perplexity\n")
+    assert main(["compare", "--baseline", str(tiny_model_dir), "--candidate", str(tiny_model_dir),
+                 "--suite", str(tmp_path / "named.yaml")]) == 2
+    assert inputs_one_error_line(capsys.readouterr().err).endswith(
+        f"named.yaml: tasks[0].data 'alpaca_heldout': not found ({tmp_path}/no-data/instruction/alpaca/"
+        f"alpaca_5000.json); named sets are read from HARNESS_DATA_DIR ({tmp_path}/no-data)")
+
+
+@pytest.mark.slow  # judge answers of 256 tokens
+def test_item15_compare_limit_caps_the_golden_prompts(inputs_env, tmp_path, tiny_model_dir, capsys) -> None:
+    """`compare --limit 2 --golden G` judges 2 prompts per candidate, not the whole golden set."""
+    import shutil
+
+    from harness import store
+    from harness.cli import main
+
+    # Judge answers get 256 new tokens: the tiny llama with a longer context (RoPE needs no retraining).
+    model = shutil.copytree(tiny_model_dir, tmp_path / "tiny-1k")
+    config = inputs_json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(inputs_json.dumps({**config, "max_position_embeddings": 1024}))
+    golden = inputs_write_golden(tmp_path / "g.jsonl", {f"q{i}": f"Say {i}." for i in range(6)})
+    suite = inputs_write_suite(tmp_path, "lim", ["g.jsonl"])
+    main(["compare", "--baseline", str(model), "--candidate", str(model), "--suite", str(suite),
+          "--limit", "2", "--golden", str(golden), "--judge", str(model), "--format", "json"])
+    report = inputs_json.loads(capsys.readouterr().out)
+    assert [w["n_prompts"] for w in report["win_rates"]] == [2]
+    (judge_entry,) = inputs_runs(inputs_env["HARNESS_RUNS_DIR"], kind="judge")
+    judged = store.load_run(InputsPath(inputs_env["HARNESS_RUNS_DIR"]), judge_entry["run_id"])
+    assert [r["item_id"] for r in judged.items] == ["q0", "q1"]
+    (eval_entry, _) = inputs_runs(inputs_env["HARNESS_RUNS_DIR"], kind="eval")
+    assert len(store.load_run(InputsPath(inputs_env["HARNESS_RUNS_DIR"]), eval_entry["run_id"]).items) == 2
+
+
+def test_item17_runs_list_into_a_closed_pipe_exits_quietly(inputs_env, tmp_path) -> None:
+    """`harness runs list | head -1`: no BrokenPipeError traceback; exit 141 as a tool killed by SIGPIPE."""
+    from harness import store
+
+    db = store._connect(InputsPath(inputs_env["HARNESS_RUNS_DIR"]))
+    with db:  # enough rows to overflow the pipe's buffer
+        db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
+                       [(f"run-{i:05d}", "eval", "complete", "2024-01-01", "s", "1", '["m"]', "{}", "/x")
+                        for i in range(5000)])
+    db.close()
+    proc = inputs_subprocess.Popen([inputs_sys.executable, "-m", "harness.cli", "runs", "list"], env=inputs_env,
+                                   stdout=inputs_subprocess.PIPE, stderr=inputs_subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"run-04999")  # type: ignore[union-attr]
+    proc.stdout.close()  # type: ignore[union-attr]
+    err = proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert proc.wait(timeout=60) == 141 and err == ""
+
+
+@pytest.mark.slow  # loads lm-eval's task registry
+def test_item7_an_lmeval_prompt_longer_than_the_context_names_its_document(inputs_env, tmp_path, tiny_model_dir,
+                                                                          capsys) -> None:
+    """lm-eval scores every request of a task, so the task fails; the reason names the document, not 'request N'."""
+    from harness.cli import main
+
+    (tmp_path / "fs.yaml").write_text(INPUTS_SUITE.format(name="fs") + "  - lm_eval: arc_easy_local\n"
+                                      "    num_fewshot: 25\n    limit: 2\n    metric: acc_norm\n")
+    assert main(["eval", "--model", str(tiny_model_dir), "--suite", str(tmp_path / "fs.yaml")]) == 2
+    out = capsys.readouterr().out
+    assert "(failed)" in out and "request" not in out
+    assert "FAILED  arc_easy_local document 0: context and continuation of" in out, out

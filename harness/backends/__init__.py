@@ -21,11 +21,15 @@ def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = "hf",
     """Open a backend for one model reference.
 
     `kind` is hf, vllm or openai; an openai:MODEL@URL reference always uses
-    the openai backend. For several models on one vLLM engine, start a
-    harness.backends.vllm.VLLMServer and ask it for each model's backend.
+    the openai backend, and then options meant for hf or vllm (dtype, batch
+    size) are dropped: the endpoint runs its own weights. For several models
+    on one vLLM engine, start a harness.backends.vllm.VLLMServer and ask it
+    for each model's backend.
     """
     resolved = ref if isinstance(ref, ResolvedModel) else resolve(settings, ref)
     if resolved.ref.kind == "openai":
+        if kind != "openai":
+            opts = {}
         kind = "openai"
     if kind == "hf":
         from harness.backends.hf import HFBackend

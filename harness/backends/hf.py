@@ -171,9 +171,9 @@ class HFBackend:
         for i, (r, ids) in enumerate(zip(requests, encoded)):
             if len(ids) + r.max_new_tokens > self.max_length:
                 if self.truncation == "error":
-                    raise ContextTooLongError(
-                        f"generate request {i}: {len(ids)} prompt tokens + {r.max_new_tokens} new tokens exceed "
-                        f"max_length {self.max_length}")
+                    raise ContextTooLongError(  # the caller names the item: an index here means nothing to a user
+                        f"prompt of {len(ids)} tokens + {r.max_new_tokens} new tokens exceeds the model's context "
+                        f"of {self.max_length} tokens")
                 encoded[i] = ids[-(self.max_length - r.max_new_tokens):]
         results: list[Generation | None] = [None] * len(requests)
         # Batch only requests with the same sampling parameters; sampled requests

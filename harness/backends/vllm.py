@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from harness.backends.hf import dtype_name
 from harness.backends.tokenization import LMTokenizer, ScoreRow
-from harness.errors import BackendError, HarnessError
+from harness.errors import BackendError, ContextTooLongError, HarnessError
 from harness.models import ResolvedModel, resolve
 from harness.modelref import ModelRef
 from harness.records import (
@@ -339,6 +339,12 @@ class VLLMBackend:
         except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as e:
             self.server.check_alive(grace_s=3)  # raises with the log if the server died
             raise BackendError(f"vLLM server on port {self.server.port} failed a request: {e}") from e
+        except openai.BadRequestError as e:
+            # vLLM refuses a prompt longer than max_model_len with a 400; the caller names the item.
+            if "context" in str(e).lower() or "maximum" in str(e).lower():
+                raise ContextTooLongError(f"vLLM refused a prompt as too long for max_model_len "
+                                          f"{self.max_length}: {e}") from e
+            raise BackendError(f"vLLM server on port {self.server.port} refused a request: {e}") from e
 
     # --- generation -------------------------------------------------------------------------
 
