@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.errors import HarnessError, Interrupted
     from harness.backends import open_models
     from harness.canary import canary_refs, unverified, verify_adapters
-    from harness.evaluate import evaluate_suite
+    from harness.evaluate import check_suite_tasks, evaluate_suite
     from harness.models import resolve
     from harness.suite import load_suite
 
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
     suite = load_suite(args.suite, settings=settings)
     store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
+    tm = check_suite_tasks(settings, suite)  # a misspelt task name costs no model load or canary
     opts = {"dtype": args.dtype, "batch_size": args.batch_size} if args.backend == "hf" else {}
     t0 = time.time()
     resolved = resolve(settings, args.model)
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         canary = verify_adapters(settings, [resolved], backends, enabled=not args.no_canary)
         try:
             run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
-                                  use_fast_scorer=not args.no_fast_scorer)
+                                  use_fast_scorer=not args.no_fast_scorer, task_manager=tm)
         except Interrupted as e:
             for r in e.runs:
                 r.manifest["canary"] = canary[resolved.ref.raw]

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]:
     """Returns (the compare run, the eval and judge runs it was built from); nothing is written here."""
-    from harness.evaluate import evaluate_suite
+    from harness.evaluate import check_suite_tasks, evaluate_suite
     from harness.suite import load_suite
 
     t0 = time.time()
@@ -41,6 +41,7 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     candidates = [resolve(settings, c) for c in cfg.candidates]
     rng = np.random.default_rng(cfg.seed)
     margins = {t.label: t.margin for t in suite.tasks}
+    tm = check_suite_tasks(settings, suite)  # a misspelt task name costs no model load or canary
     sources: list[Run] = []
     results: list[dict] = []
     items: list[dict] = []
@@ -57,10 +58,10 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
         # Every adapter whose scores the gate uses, before any task is scored: a refusal stops the run.
         canaries = verify_adapters(settings, models, backends, enabled=cfg.check_canary)
         try:
-            base_run = evaluate_suite(settings, backends[baseline.ref.raw], suite, limit=cfg.limit)
+            base_run = evaluate_suite(settings, backends[baseline.ref.raw], suite, limit=cfg.limit, task_manager=tm)
             sources.append(base_run)
             for cand in candidates:
-                cand_run = evaluate_suite(settings, backends[cand.ref.raw], suite, limit=cfg.limit)
+                cand_run = evaluate_suite(settings, backends[cand.ref.raw], suite, limit=cfg.limit, task_manager=tm)
                 sources.append(cand_run)
                 r, it, fl = compare_eval_runs(base_run, cand_run, candidate_label=cand.ref.raw, margins=margins,
                                               rng=rng, confidence=cfg.confidence, n_resamples=cfg.n_resamples)

@@ -63,17 +63,18 @@ def check_suite_tasks(settings: Settings, suite: Suite) -> Any:
 
 def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, backend_kind: str = "hf",
                    backend_opts: dict[str, Any] | None = None, limit: int | None = None,
-                   use_fast_scorer: bool = True, show_progress: bool = True) -> Run:
+                   use_fast_scorer: bool = True, show_progress: bool = True, task_manager: Any = None) -> Run:
     """Evaluate `model` (an open Backend, or a model reference to open and close) on `suite`.
 
-    `limit` caps the documents per subject (leaf task) after the suite's own
+    `task_manager` is what `check_suite_tasks` returned, for callers that checked the suite's
+    task names before loading models; without it the names are checked here. `limit` caps the documents per subject (leaf task) after the suite's own
     sampling, from the front of the same seeded order. Returns an unsaved Run
     of kind "eval": one item row per scored document per task, aggregates per
     task, subject and category, and a manifest with the model's hashes, the
     suite (name, version, file hash, seed) and the scoring parameters.
     """
     t0 = time.time()
-    tm = check_suite_tasks(settings, suite)
+    tm = task_manager if task_manager is not None else check_suite_tasks(settings, suite)
     owns = isinstance(model, str)
     if owns:
         from harness.backends import open_backend
