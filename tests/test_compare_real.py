@@ -4,6 +4,7 @@ import json
 import pytest
 
 from harness.cli import main
+from harness.compare import is_perplexity
 from tests.helpers import arc_ppl_suite, make_lora
 
 pytestmark = pytest.mark.slow
@@ -28,5 +29,5 @@ def test_gate_catches_a_damaged_adapter_and_passes_a_mild_one(smollm2_dir, tmp_p
                  "--format", "json"]) == 1
     failed = json.loads(capsys.readouterr().out)
     assert failed["summary"]["verdict"] == "regression"
-    ppl = next(r for r in failed["results"] if r["metric"] == "perplexity")
+    ppl = next(r for r in failed["results"] if is_perplexity(r["metric"]))
     assert ppl["verdict"] == "fail" and ppl["candidate_value"] > ppl["baseline"]
