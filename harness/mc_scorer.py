@@ -51,11 +51,11 @@ class _Row:
 
 def with_shared_prefix(backend: Any) -> Any:
     """`backend` with its multiple-choice loglikelihoods scored by a SharedPrefixScorer where
-    they are computed in-process: an hf backend, or a vLLM LoRA engine's model, whose
-    loglikelihoods go to hf (harness.backends.vllm). Other backends are returned as they are."""
+    they are computed in-process: an hf backend, or a vLLM engine's model whose
+    loglikelihoods go to hf (a LoRA engine; harness.backends.vllm). Other backends are returned as they are."""
     if getattr(backend, "name", None) == "hf":
         return SharedPrefixScorer(backend)
-    if getattr(backend, "loglikelihood_delegate", None) is None or not backend.server.has_lora:
+    if getattr(backend, "loglikelihood_delegate", None) is None or not backend.server.loglikelihood_via_hf:
         return backend
     # The delegate loads a model: only when something is scored, not on a fully cached rerun.
     return SharedPrefixScorer(backend.loglikelihood_delegate, front=backend)
