@@ -63,6 +63,118 @@ def test_item5_vllm_run_scores_a_dora_adapter_on_hf_with_a_notice_and_starts_no_
         VLLMServer.start(settings, base, [dora], lazy=True)
 
 
+def _peft_reference(base_dir, adapter_dir, pairs):
+    """Log-likelihoods by PEFT's own unmerged forward with labels (virtual tokens placed by PEFT)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
+                                      str(adapter_dir)).eval()
+    out = []
+    for prefix, target in pairs:
+        ids = torch.tensor([prefix + target])
+        with torch.no_grad():
+            out.append(-float(model(input_ids=ids, labels=torch.tensor([[-100] * len(prefix) + target])).loss)
+                       * len(target))
+    return out
+
+
+def test_item13_prompt_tuning_is_scored_after_its_virtual_tokens_on_every_path(settings, tiny_model_dir, tmp_path):
+    """Before: 16 virtual tokens put in front of 15 input tokens gave 31 logit positions and hf read
+    them from position 0, so every log-likelihood (and --no-fast-scorer's) was read from the wrong
+    positions (held-out perplexity 140,381 against 6.81)."""
+    from harness.backends.hf import HFBackend
+    from harness.mc_scorer import SharedPrefixScorer
+    from harness.models import resolve
+    from harness.records import GenerateRequest, LoglikelihoodRequest, RollingRequest
+    from tests.helpers import make_adapter
+
+    adapter = make_adapter(tiny_model_dir, tmp_path / "pt", "prompt_tuning", scale=0.05)
+    backend = HFBackend(resolve(settings, f"{tiny_model_dir}+{adapter}"), dtype="float32", batch_size=4)
+    shots = "".join(f"Q: what is {i} plus {i}? A: {2 * i}.\n" for i in range(12))  # a long shared prefix
+    reqs = [LoglikelihoodRequest(shots + "Q: what is 7 plus 7? A:", f" {c}") for c in ("14", "12", "7", "70")]
+    reqs.append(LoglikelihoodRequest("The capital of France is", " Paris, a city"))
+    tok = backend.lm_tok
+    pairs = [tok.encode_pair(r.context, r.continuation) for r in reqs]
+    text = "One two three four five six seven."
+    pairs.append(([tok.prefix_token_id], tok.encode(text)))
+    want = _peft_reference(tiny_model_dir, adapter, pairs)
+
+    plain = [r.logprob for r in backend.loglikelihood(reqs)]  # what --no-fast-scorer scores
+    shared = [r.logprob for r in SharedPrefixScorer(backend).loglikelihood(reqs)]
+    rolling = backend.loglikelihood_rolling([RollingRequest(text)])[0].logprob
+    assert plain == pytest.approx(want[:-1], abs=1e-3)
+    assert shared == pytest.approx(want[:-1], abs=1e-3)
+    assert rolling == pytest.approx(want[-1], abs=1e-3)
+    # Generation: a batch equals each prompt alone (PEFT ignores position ids under left padding).
+    gens = [GenerateRequest.chat(p, max_new_tokens=5) for p in ("Hi", "Tell me a long story about a cat")]
+    assert [g.text for g in backend.generate(gens)] == [backend.generate([g])[0].text for g in gens]
+
+
+def test_item12_merged_checkpoint_is_a_compare_candidate_linked_to_its_adapter(
+        tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import json
+
+    from harness.cli import main
+    from harness.models import hash_files
+    from tests.helpers import make_lora
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    adapter = make_lora(tiny_model_dir, tmp_path / "lora", scale=0.05, manifest_base={"ref": str(tiny_model_dir)})
+    merged = tmp_path / "merged"
+    assert main(["finetune", "merge", str(adapter), "--out", str(merged)]) == 0
+    out = capsys.readouterr().out
+    man = json.loads((merged / "harness_manifest.json").read_text())
+    check = man["verification"]
+    # The tiny base is float32: the merge is exact, and says so.
+    assert check["is_within_tolerance"] and check["max_abs_logprob_diff_nats"] < 1e-3 and "merge check" in out
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text('{"text": "The cat sat on the mat."}\n{"text": "One two three four."}\n')
+    suite = tmp_path / "s.yaml"
+    suite.write_text("# ppl\nname: s\nversion: 1\nseed: 1\ntasks:\n  - harness: perplexity\n"
+                     "    data: texts.jsonl\n    metric: token_perplexity\n    margin: 5.0\n")
+    assert main(["compare", "--baseline", str(tiny_model_dir), "--candidate", str(merged), "--suite", str(suite),
+                 "--format", "json"]) == 0
+    run_dir = next(p for p in (tmp_path / "runs").rglob("manifest.json")
+                   if json.loads(p.read_text())["kind"] == "compare").parent
+    cand = json.loads((run_dir / "manifest.json").read_text())["candidates"][0]
+    assert cand["merged_from"]["adapter_hash"] == hash_files(adapter, ("adapter_config.json", "adapter_model.safetensors"))
+    assert cand["merged_from"]["adapter_path"] == str(adapter.resolve())
+
+
+@pytest.mark.slow
+def test_item12_a_bfloat16_merge_reports_what_it_lost_and_float32_keeps_it_exact(smollm2_dir, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """Before: merge stored float32-merged weights in the base's bfloat16 and said nothing, although the
+    merged checkpoint lost about a tenth of the adapter's perplexity gain."""
+    import json
+
+    from harness.cli import main
+    from tests.helpers import make_lora
+
+    monkeypatch.setenv("HARNESS_HOME", str(smollm2_dir.parent.parent))
+    # A mild adapter, like a short fine-tune: its deltas are near bfloat16's rounding step.
+    adapter = make_lora(smollm2_dir, tmp_path / "lora", seed=1, scale=2e-3,
+                        manifest_base={"ref": "smollm2-135m-instruct"})
+    checks = {}
+    for dtype in ("auto", "float32"):
+        assert main(["finetune", "merge", str(adapter), "--out", str(tmp_path / dtype), "--dtype", dtype]) == 0
+        out, err = capsys.readouterr()
+        man = json.loads((tmp_path / dtype / "harness_manifest.json").read_text())
+        checks[dtype] = (man["dtype"], man["verification"], out, err)
+    dtype, check, out, err = checks["auto"]
+    print(check)
+    assert dtype == "bfloat16" and not check["is_within_tolerance"] and check["n_docs"] == 8
+    assert f"{check['max_abs_logprob_diff_nats']:.4f}" in out and "--dtype float32" in err
+    dtype, check, out, err = checks["float32"]
+    print(check)
+    assert dtype == "float32" and check["is_within_tolerance"] and check["max_abs_logprob_diff_nats"] < 1e-3
+    assert abs(check["perplexity_delta"]) < 1e-3 and err.count("warning") == 0
+
+
 # --- Reports, CI recipe and smaller items: items 0, 1, 16, 17 ---------------------------------
 
 
