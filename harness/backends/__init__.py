@@ -45,7 +45,7 @@ def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = "hf",
     if kind == "vllm":
         from harness.backends.vllm import VLLMServer
 
-        fallback = _hf_fallback(resolved)
+        fallback = _hf_fallback(resolved, opts.get("max_model_len"))
         if fallback is not None:
             return fallback
         server = VLLMServer.start(settings, resolved.ref.base_ref() if resolved.adapter_path else resolved.ref,
@@ -54,15 +54,15 @@ def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = "hf",
     raise HarnessError(f"backend '{kind}' unknown; choose {', '.join(BACKENDS)}")
 
 
-def _hf_fallback(m: ResolvedModel) -> Backend | None:
+def _hf_fallback(m: ResolvedModel, max_model_len: int | None = None) -> Backend | None:
     """An hf backend with a notice for an adapter vLLM would refuse; None if vLLM serves `m`.
 
-    hf runs at its own default dtype (float32 on CPU, the adapter merged where exact), as the
-    hf delegate of a LoRA engine does, so these scores equal a LoRA engine's.
+    hf runs at its own default dtype (float32 on CPU, the adapter merged where exact) and the
+    engine's context, as the hf delegate of a LoRA engine does, so these scores equal a LoRA engine's.
     """
     if m.adapter_path is None:
         return None
-    from harness.backends.vllm import vllm_refusal
+    from harness.backends.vllm import engine_max_model_len, vllm_refusal
 
     reason = vllm_refusal(m.adapter_path)
     if reason is None:
@@ -71,7 +71,7 @@ def _hf_fallback(m: ResolvedModel) -> Backend | None:
 
     notice = f"'{m.ref.raw}' scored on hf, not vllm: {reason}"
     log.warning(notice)
-    return HFBackend(m, notice=notice)
+    return HFBackend(m, max_length=engine_max_model_len(m.base_path, max_model_len), notice=notice)
 
 
 @contextlib.contextmanager
@@ -100,7 +100,7 @@ def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: s
             for m in resolved.values():
                 if m.ref.kind == "openai":
                     continue
-                fallback = _hf_fallback(m)
+                fallback = _hf_fallback(m, (opts or {}).get("max_model_len"))
                 if fallback is not None:
                     backends[m.ref.raw] = fallback
                     closers.append(fallback.close)

@@ -76,6 +76,14 @@ def adapter_name(resolved: ResolvedModel) -> str:
     return "adapter-" + resolved.adapter_hash.removeprefix("sha256:")[:12]
 
 
+def engine_max_model_len(base_path: str, requested: int | None = None) -> int:
+    """The context an engine for this base gets: `requested`, else the model's, at most MAX_MODEL_LEN_CAP."""
+    if requested is not None:
+        return requested
+    config = json.loads((Path(base_path) / "config.json").read_text())
+    return min(int(config.get("max_position_embeddings") or 2048), MAX_MODEL_LEN_CAP)
+
+
 def _served_rank(rank: int) -> int:
     """The --max-lora-rank vLLM is started with for an adapter of this rank (vLLM accepts only these)."""
     return next((r for r in _LORA_RANKS if r >= rank), rank)
@@ -185,9 +193,7 @@ class VLLMServer:
                 raise HarnessError(f"'{a.ref.raw}': vLLM cannot serve this adapter ({reason}); score it with "
                                    "--backend hf, or merge it with 'harness finetune merge'")
             served[adapter_name(a)] = a
-        if max_model_len is None:
-            config = json.loads((Path(base_r.base_path) / "config.json").read_text())
-            max_model_len = min(int(config.get("max_position_embeddings") or 2048), MAX_MODEL_LEN_CAP)
+        max_model_len = engine_max_model_len(base_r.base_path, max_model_len)
         log_path = log_path or settings.home / "logs" / f"vllm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_SERVER_SEQ)}.log"
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base_r.base_path,
                "--served-model-name", "base", "--host", "127.0.0.1", "--dtype", dtype,
