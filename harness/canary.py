@@ -156,6 +156,10 @@ def adapter_canary(base: Backend, adapter: Backend, *, label: str = "adapter") -
     """The full check before scoring an adapter: it moves the base's probes, plausibly, and, on a
     vLLM engine, vLLM's own scores agree with hf for the same adapter. Returns the figures
     (for the run manifest); raises CanaryError otherwise."""
+    if getattr(adapter, "loglikelihood_delegate", None) is None and getattr(base, "loglikelihood_delegate", None):
+        # An adapter vLLM cannot serve is scored on hf beside a vLLM base (harness.backends.open_models):
+        # probe the base on hf too, so the difference is the adapter's, not bf16 vLLM against float32 hf.
+        base = base.loglikelihood_delegate() or base
     out = dict(check_adapter_applied(base, adapter, label=label).figures)
     hf = getattr(adapter, "loglikelihood_delegate", lambda: None)()  # a vLLM LoRA engine's scorer
     if hf is not None:

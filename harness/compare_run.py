@@ -73,6 +73,7 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
             # Ctrl-C: the eval runs finished so far, and the one interrupted, go back to be stored.
             raise Interrupted([*sources, *getattr(e, "runs", [])]) from None
         server_log = _server_log(backends)
+        notices = [n for b in backends.values() if (n := getattr(b, "notice", None))]  # e.g. DoRA scored on hf
     # A task that could not be scored (a context too long, a dead server) leaves the gate unable
     # to certify that candidate: the verdict is "error" (exit 2), never a silent pass.
     task_errors = [f"{run.manifest['models'][0]['ref']}: {label}: {t['failure_reason']}"
@@ -94,7 +95,7 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
         "models": [baseline.describe(), *[c.describe() for c in candidates]],
         "baseline": baseline.describe(), "candidates": [c.describe() for c in candidates],
         "suite": suite.describe(), "golden": cfg.golden, "confidence": cfg.confidence,
-        "seeds": {"bootstrap": cfg.seed, "sampling": suite.seed}, "backend": cfg.backend, "limit": cfg.limit,
+        "seeds": {"bootstrap": cfg.seed, "sampling": suite.seed}, "backend": cfg.backend, "backend_notices": notices, "limit": cfg.limit,
         "canary": canaries, "wall_s": round(time.time() - t0, 1),
     }
     extra = {"vllm-server.log": server_log} if server_log else {}

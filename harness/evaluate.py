@@ -118,7 +118,7 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
             "suite": suite.describe(),
             "seeds": {"sampling": suite.seed, "fewshot": suite.seed},
             "backend": {"name": backend.name, "scoring_params": getattr(scorer, "scoring_params", {}),
-                        "limit_per_subject": limit},
+                        "limit_per_subject": limit, "notice": getattr(backend, "notice", None)},
             "cache": {"path": str(settings.cache_path), **cached.stats},
             "wall_s": round(time.time() - t0, 1),
         }
