@@ -72,7 +72,7 @@ def environment_manifest() -> dict[str, Any]:
         "libraries": libs,
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "processor": platform.machine(), "cpus": os.cpu_count()},
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="microseconds"),  # orders same-second runs
     }
 
 

@@ -32,7 +32,7 @@ def runs_frame(runs_dir: Path) -> pd.DataFrame:
     `created` is a UTC timestamp (NaT when unparseable); `models` stays a list.
     """
     df = pd.DataFrame(list_runs(Path(runs_dir)), columns=RUN_COLUMNS)
-    df["created"] = pd.to_datetime(df["created_utc"], utc=True, errors="coerce")
+    df["created"] = pd.to_datetime(df["created_utc"], utc=True, errors="coerce", format="ISO8601")
     return df
 
 
