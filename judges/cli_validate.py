@@ -64,5 +64,6 @@ def format_validation(agg: dict[str, Any], cfg: Any) -> str:
         lines.append("  skipped rows: " + ", ".join(f"{v} ({k})" for k, v in skipped.items()))
     t = agg["judge_tokens"]
     lines.append(f"  judge tokens: prompt {t['prompt_tokens']:,}, completion {t['completion_tokens']:,} over "
-                 f"{t['n_games']} games")
+                 f"{t['n_games']} games" + (f" ({t['n_games_prompt_uncounted']} games' prompts not countable here)"
+                                            if t["n_games_prompt_uncounted"] else ""))
     return "\n".join(lines)

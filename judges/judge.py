@@ -83,14 +83,15 @@ def token_counter(backend: Any) -> Callable[[str], int] | None:
 
 
 class Judge:
-    """Verdicts from `backend` under `config`; `render_chat` defaults to `chat_renderer(backend)`."""
+    """Verdicts from `backend` under `config`; `render_chat` and `count_tokens` default to what `backend` offers."""
 
-    def __init__(self, backend: Backend, config: JudgeConfig, *, render_chat: RenderChat | None = None):
+    def __init__(self, backend: Backend, config: JudgeConfig, *, render_chat: RenderChat | None = None,
+                 count_tokens: Callable[[str], int] | None = None):
         self.backend = backend
         self.config = config
         self.render_chat = render_chat or chat_renderer(backend)
         self.parse = PARSERS[config.parser]
-        self.count_tokens = token_counter(backend)
+        self.count_tokens = count_tokens or token_counter(backend)
         if config.verdict_via == "logprobs" and self.render_chat is None:
             raise JudgeError(f"judge config '{config.name}' asks for verdict_via: logprobs, but backend "
                              f"'{backend.name}' cannot render the judge's chat; use auto or generate")

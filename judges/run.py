@@ -30,7 +30,7 @@ from harness.records import Generation
 from harness.settings import Settings
 from harness.store import Run
 from harness.suites_golden import GoldenItem
-from judges.judge import Judge, chat_renderer
+from judges.judge import Judge, chat_renderer, token_counter
 from judges.pairwise import PairInput, grade_answers, judge_pairs
 
 DEFAULT_JUDGE = "smollm2-135m-instruct"
@@ -230,7 +230,7 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
             raw_judge = models[cfg.judge]
             judge_backend = CachedBackend(_label_scorer(raw_judge), cache, tag=judge_config.tag)
             render = chat_renderer(raw_judge)
-            judge = Judge(judge_backend, judge_config, render_chat=render)
+            judge = Judge(judge_backend, judge_config, render_chat=render, count_tokens=token_counter(raw_judge))
             grader = (Judge(judge_backend.with_tag(grade_config.tag), grade_config, render_chat=render)
                       if grade_config else None)
             validation = latest_validation(settings.runs_dir, raw_judge.identity, judge_config)

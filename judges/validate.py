@@ -74,15 +74,16 @@ def _question(turns: Sequence[tuple[str, str]]) -> str:
 def load_hh_pairs(data_dir: Path, limit: int | None = None) -> tuple[list[ValidationPair], dict[str, int]]:
     """HH-RLHF test pairs (chosen = a, preferred), interleaved across splits; and counts of rows skipped, by reason.
 
-    Skipped: rows whose dialogues differ before the last answer, and rows
-    whose two answers are identical (no preference to agree with).
+    Skipped, by reason: rows whose dialogues differ before the last answer,
+    rows whose two answers are identical (no preference to agree with), and
+    rows that do not end with an Assistant answer.
     """
     root = data_dir / HH_DIR
     files = sorted(root.glob("*/test.jsonl.gz"))
     if not files:
         raise HarnessError(f"{root}: no <split>/test.jsonl.gz files; set HARNESS_DATA_DIR or pass --pairs FILE")
     per_split: list[list[ValidationPair]] = []
-    skipped = {"dialogues differ": 0, "identical answers": 0}
+    skipped = {"dialogues differ": 0, "identical answers": 0, "no final Assistant answer": 0}
     for f in files:
         split = f.parent.name
         pairs = []
@@ -92,8 +93,10 @@ def load_hh_pairs(data_dir: Path, limit: int | None = None) -> tuple[list[Valida
             except InconsistentRow:
                 skipped["dialogues differ"] += 1
                 continue
-            except DataError as e:
-                raise HarnessError(str(e)) from None
+            except DataError:
+                # A few published rows end on a Human turn or lack the markers: no answer to judge.
+                skipped["no final Assistant answer"] += 1
+                continue
             if ex.completion.strip() == (ex.rejected or "").strip():
                 skipped["identical answers"] += 1
                 continue
@@ -185,7 +188,7 @@ def run_validation(settings: Settings, cfg: ValidateConfig, backends: dict[str, 
     from harness.backends import open_models
     from harness.cache import CachedBackend, ItemCache
     from judges.config import load_judge_config
-    from judges.judge import chat_renderer
+    from judges.judge import chat_renderer, token_counter
     from judges.run import _label_scorer
 
     t0 = time.time()
@@ -206,7 +209,7 @@ def run_validation(settings: Settings, cfg: ValidateConfig, backends: dict[str, 
         with opened as models:
             raw = models[cfg.judge]
             backend = CachedBackend(_label_scorer(raw), cache, tag=config.tag)
-            judge = Judge(backend, config, render_chat=chat_renderer(raw))
+            judge = Judge(backend, config, render_chat=chat_renderer(raw), count_tokens=token_counter(raw))
             rows, agg = validate_judge(judge, pairs, np.random.default_rng(cfg.seed), confidence=cfg.confidence,
                                        n_resamples=cfg.n_resamples)
             agg["n_skipped"] = skipped
@@ -240,5 +243,5 @@ def latest_validation(runs_dir: Path, judge_identity: str, config: JudgeConfig) 
                 modes[mode] = {"value": s[f"agreement_{mode}"], "lo": s[f"agreement_{mode}_lo"],
                                "hi": s[f"agreement_{mode}_hi"], "n": s[f"agreement_{mode}_n"],
                                "confidence": s.get("confidence")}
-        return {"run_id": row["run_id"], "source": s.get("source"), "n_pairs": s.get("n_pairs"), "modes": modes}
+        return {"run_id": row["run_id"], "source": s.get("source"), "n_pairs": s.get("n_scored_pairs"), "modes": modes}
     return None
