@@ -99,7 +99,8 @@ def compare_entry_lines(w: dict[str, Any]) -> list[str]:
     head = w.get("headline_win_rate") or w["win_rate"]
     status = w.get("status") or "unverified"
     lines = [f"\nwin rate of {w['candidate']} vs baseline (judge {w['judge']}, {mode}): {fmt_estimate(head)}",
-             f"  discrete {fmt_estimate(w['win_rate'])}; W/T/L {w['n_wins']}/{w['n_ties']}/{w['n_losses']}, "
+             f"  discrete {fmt_estimate(w['win_rate'])}; LC {pct((w.get('lc_win_rate') or {}).get('value'))}; "
+             f"W/T/L {w['n_wins']}/{w['n_ties']}/{w['n_losses']}, "
              f"invalid {w['n_invalid']}, order disagreements {w['n_disagreements']}, position consistency "
              f"{pct(w['position_consistency'])}"]
     if w.get("reference_win_rate"):
