@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", help="JSONL {id, prompt, a, b, preferred: a|b|tie}; default: the HH-RLHF test splits "
                                    "under HARNESS_DATA_DIR/hh-rlhf")
     p.add_argument("--limit", type=int, help="first N pairs (HH: interleaved across its four splits)")
+    p.add_argument("--max-chars", type=int, help="HH only: leave out pairs longer than this many characters "
+                                                 "(question and both answers); a cheaper, shorter-biased sample")
     p.add_argument("--backend", choices=["vllm", "hf"], default="vllm",
                    help="how a local judge runs: a vLLM engine, or transformers in-process")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit must be at least 1, got {args.limit}")
     cfg = ValidateConfig(judge=args.judge, judge_config=args.judge_config, pairs=args.pairs, limit=args.limit,
-                         backend=args.backend, seed=args.seed)
+                         max_chars=args.max_chars, backend=args.backend, seed=args.seed)
     result = run_validation(settings, cfg)
     folder = write_run(settings.runs_dir, result)
     print(format_validation(result.aggregates, cfg))
@@ -61,7 +63,7 @@ def format_validation(agg: dict[str, Any], cfg: Any) -> str:
                      f"tie on {agg['n_judge_ties_on_human_ties']} of them")
     skipped = {k: v for k, v in (agg.get("n_skipped") or {}).items() if v}
     if skipped:
-        lines.append("  skipped rows: " + ", ".join(f"{v} ({k})" for k, v in skipped.items()))
+        lines.append("  rows skipped while reading the splits: " + ", ".join(f"{v} ({k})" for k, v in skipped.items()))
     t = agg["judge_tokens"]
     lines.append(f"  judge tokens: prompt {t['prompt_tokens']:,}, completion {t['completion_tokens']:,} over "
                  f"{t['n_games']} games" + (f" ({t['n_games_prompt_uncounted']} games' prompts not countable here)"

@@ -47,6 +47,8 @@ def describe_agreement(est: dict[str, Any], n_pairs: int, source: str) -> str:
     """'judge agrees with people on 51% [47%, 55%] of 500 HH pairs' from an agreement estimate."""
     if not _finite(est.get("value")):
         return f"judge agreement with people unknown: no valid verdict on {n_pairs} {source} pairs"
+    if est["lo"] == est["hi"]:  # a zero-width interval is no measurement: say so rather than print [x, x]
+        return f"judge agrees with people on {_pct(est['value'])} of {n_pairs} {source} pairs (no interval: zero-width)"
     return (f"judge agrees with people on {_pct(est['value'])} [{_pct(est['lo'])}, {_pct(est['hi'])}] "
             f"of {n_pairs} {source} pairs")
 

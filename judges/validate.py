@@ -57,6 +57,7 @@ class ValidateConfig:
     judge_config: str = "pairwise"
     pairs: str | None = None  # JSONL path; None = the HH-RLHF test splits
     limit: int | None = None  # first N pairs (HH: interleaved across splits)
+    max_chars: int | None = None  # leave out (and count) pairs whose question and answers exceed this: a cheap sample
     backend: str = "vllm"
     seed: int = 0
     confidence: float = 0.95
@@ -71,12 +72,14 @@ def _question(turns: Sequence[tuple[str, str]]) -> str:
     return "\n\n".join(f"[{role}]\n{text}" for role, text in turns)
 
 
-def load_hh_pairs(data_dir: Path, limit: int | None = None) -> tuple[list[ValidationPair], dict[str, int]]:
+def load_hh_pairs(data_dir: Path, limit: int | None = None,
+                  max_chars: int | None = None) -> tuple[list[ValidationPair], dict[str, int]]:
     """HH-RLHF test pairs (chosen = a, preferred), interleaved across splits; and counts of rows skipped, by reason.
 
     Skipped, by reason: rows whose dialogues differ before the last answer,
     rows whose two answers are identical (no preference to agree with), and
-    rows that do not end with an Assistant answer.
+    rows that do not end with an Assistant answer; with `max_chars`, pairs
+    whose question and answers together are longer.
     """
     root = data_dir / HH_DIR
     files = sorted(root.glob("*/test.jsonl.gz"))
@@ -84,6 +87,8 @@ def load_hh_pairs(data_dir: Path, limit: int | None = None) -> tuple[list[Valida
         raise HarnessError(f"{root}: no <split>/test.jsonl.gz files; set HARNESS_DATA_DIR or pass --pairs FILE")
     per_split: list[list[ValidationPair]] = []
     skipped = {"dialogues differ": 0, "identical answers": 0, "no final Assistant answer": 0}
+    if max_chars is not None:
+        skipped[f"longer than {max_chars} characters"] = 0
     for f in files:
         split = f.parent.name
         pairs = []
@@ -100,7 +105,11 @@ def load_hh_pairs(data_dir: Path, limit: int | None = None) -> tuple[list[Valida
             if ex.completion.strip() == (ex.rejected or "").strip():
                 skipped["identical answers"] += 1
                 continue
-            pairs.append(ValidationPair(f"hh/{split}/{k}", _question(ex.prompt), ex.completion, ex.rejected or "", "a"))
+            pair = ValidationPair(f"hh/{split}/{k}", _question(ex.prompt), ex.completion, ex.rejected or "", "a")
+            if max_chars is not None and len(pair.question) + len(pair.a) + len(pair.b) > max_chars:
+                skipped[f"longer than {max_chars} characters"] += 1
+                continue
+            pairs.append(pair)
         per_split.append(pairs)
     # Round-robin over the splits, so the first N pairs sample every split alike.
     longest = max(len(p) for p in per_split)
@@ -201,7 +210,8 @@ def run_validation(settings: Settings, cfg: ValidateConfig, backends: dict[str, 
     if cfg.pairs:
         pairs, skipped, source = load_pairs_file(Path(cfg.pairs))[:cfg.limit], {}, Path(cfg.pairs).name
     else:
-        (pairs, skipped), source = load_hh_pairs(settings.data_dir, cfg.limit), HH_SOURCE
+        pairs, skipped = load_hh_pairs(settings.data_dir, cfg.limit, cfg.max_chars)
+        source = HH_SOURCE if cfg.max_chars is None else f"{HH_SOURCE} (≤{cfg.max_chars} chars)"
     cache = ItemCache(settings.cache_path)
     try:
         opened = (contextlib.nullcontext(backends) if backends is not None
