@@ -247,6 +247,7 @@ def test_first_position_judge_win_rate_is_undetermined_with_reason_and_exit_0(cl
     assert "includes chance (50%)" in out
 
 
+@pytest.mark.slow  # tiny models only, but it answers 256 new tokens per golden item (about a minute on 2 cores)
 def test_compare_neither_passes_nor_fails_on_an_undetermined_win_rate(cli_env, always_first_judge, tmp_path, capsys):
     from harness.cli import main
     from tests.helpers import make_lora
