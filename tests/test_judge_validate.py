@@ -317,3 +317,15 @@ def test_generation_tokens_are_recorded_per_game():
     judge = Judge(ScriptedJudge(lambda p: "[[B]]"), load_judge_config("pairwise"), render_chat=render, count_tokens=len)
     (j,) = judge_pairs(judge, [PairInput("x", "q", "a", "b")])
     assert all(g.via == "generate" and g.n_completion_tokens == 5 and g.n_prompt_tokens > 100 for g in j.games)
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    assert main(["judge", "--candidate", "x"]) == 2
+    assert "harness judge needs --golden, --baseline (or the action: harness judge validate)" in capsys.readouterr().err
+    assert main(["judge", "validate", "--judge-config", "reference-pairwise", "--backend", "hf"]) == 2
+    assert "is reference-guided; human preference pairs have no reference answer" in capsys.readouterr().err
+    assert main(["judge", "validate", "--limit", "0"]) == 2
+    assert "--limit must be at least 1, got 0" in capsys.readouterr().err
