@@ -61,6 +61,23 @@ def staged_dir(final: Path) -> Iterator[Path]:
         raise
 
 
+def probe_writable(folder: Path, n_bytes: int = 64 * 1024) -> None:
+    """Create `folder` if needed and write, sync and remove `n_bytes` there; OSError if that fails.
+
+    Writing real bytes (not only creating a file) is what catches a full disk.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0" * n_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def remove_stale_staging(parent: Path) -> None:
     """Remove staging folders left by a process that was killed (SIGKILL skips cleanup)."""
     if parent.is_dir():

@@ -81,12 +81,10 @@ class CachedBackend:
     `tag` names the task and its version ("mmlu/5shot@1"); it is part of every
     key. Misses go to the inner backend in chunks of `chunk_size`, each chunk
     committed before the next starts. `stats` counts hits and misses.
-    `before_first_miss` runs once, before the first request that must be
-    computed (the adapter canary uses it, so a fully cached rerun skips it).
     """
 
     def __init__(self, inner: Backend, cache: ItemCache, *, tag: str = "", chunk_size: int = 32,
-                 show_progress: bool = True, before_first_miss: Callable[[], None] | None = None):
+                 show_progress: bool = True):
         self.inner = inner
         self.cache = cache
         self.tag = tag
@@ -95,13 +93,11 @@ class CachedBackend:
         self.name = inner.name
         self.identity = inner.identity
         self.stats = {"hits": 0, "misses": 0}
-        self._before = [before_first_miss] if before_first_miss else []  # shared with with_tag() copies
 
     def with_tag(self, tag: str) -> "CachedBackend":
         other = CachedBackend(self.inner, self.cache, tag=tag, chunk_size=self.chunk_size,
                               show_progress=self.show_progress)
         other.stats = self.stats
-        other._before = self._before
         return other
 
     def _run(self, method: str, requests: Sequence[Any], compute: Callable[[list[Any]], list[Any]],
@@ -119,8 +115,6 @@ class CachedBackend:
         unique = list(first.values())
         self.stats["hits"] += len(requests) - len(todo)
         self.stats["misses"] += len(unique)
-        if unique and self._before:
-            self._before.pop()()
         bar = tqdm(total=len(unique), desc=f"{self.name} {method} {self.tag}".strip(), unit="req",
                    disable=not self.show_progress or not unique, leave=False)
         try:

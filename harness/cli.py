@@ -1,7 +1,11 @@
 """`harness`: a thin CLI. Parse, build settings, call one function, return an exit code.
 
-Exit codes: 0 pass, 1 regression (compare/gate), 2 error. A HarnessError prints
-one line without a traceback; --debug shows the traceback.
+Exit codes: 0 pass, 1 regression (compare/gate), 2 error, 130 interrupted
+(Ctrl-C; what was scored is stored as a partial run), 141 stdout closed early
+(`harness runs list | head`; quiet, as any tool killed by SIGPIPE). Every error
+prints one line without a traceback: a HarnessError as its message, an OSError
+or SQLite error with the OS's reason, anything else as an internal error;
+--debug shows the traceback. Exit 1 is never an error.
 
 Each command lives in its own module exposing HELP, add_arguments(parser) and
 run(args, settings) -> int; modules are imported lazily and keep heavy
@@ -12,6 +16,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import select
+import sqlite3
 import sys
 import traceback
 from typing import Sequence
@@ -53,20 +60,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    """Run one command; returns its exit code. No exception escapes except argparse's SystemExit."""
+    # Known before parsing, so an error while building the parser also honours it.
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        return int(args._run(args, Settings.from_env()))
-    except HarnessError as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"harness: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("harness: interrupted; finished items are cached and a rerun resumes", file=sys.stderr)
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+        code = int(args._run(args, Settings.from_env()))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
+        return code
+    except KeyboardInterrupt as e:
+        note = getattr(e, "note", "")
+        print(f"harness: interrupted{'; ' + note if note else ''}; finished items are cached and a rerun resumes",
+              file=sys.stderr)
         return 130
+    except BrokenPipeError as e:
+        if _is_stdout_closed():
+            _silence_stdout()
+            return 141
+        return _error(f"broken pipe: {e}", debug)
+    except HarnessError as e:
+        return _error(str(e), debug)
+    except OSError as e:
+        # A full disk, a read-only folder, a vanished file: the OS's reason and the path, as one line.
+        return _error(str(e), debug)
+    except sqlite3.Error as e:
+        return _error(f"SQLite: {e} (the run index or the item cache)", debug)
+    except Exception as e:  # a bug: still one line; --debug shows where
+        return _error(f"internal error {type(e).__name__}: {e}; rerun with --debug for the traceback", debug)
+
+
+def _error(message: str, debug: bool) -> int:
+    """Print `harness: error: MESSAGE` (the traceback first with --debug); returns exit code 2.
+
+    HarnessError messages that list several problems (a golden file's bad
+    lines) keep their lines; any other message is flattened to one line.
+    """
+    if debug:
+        traceback.print_exc()
+    exc = sys.exc_info()[1]
+    text = message if isinstance(exc, HarnessError) else " ".join(message.split())
+    print(f"harness: error: {text}", file=sys.stderr)
+    return 2
+
+
+def _is_stdout_closed() -> bool:
+    """Whether the reader of stdout has gone (`| head`), as opposed to some other pipe or socket breaking."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; onto a closed pipe that prints "Exception ignored ... BrokenPipeError".
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from harness.settings import Settings
 
@@ -21,23 +22,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge", help="judge model reference (default: the local SmolLM2)")
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf",
                    help="hf: in-process; vllm: one engine for the base and all its adapters")
-    p.add_argument("--limit", type=int, help="documents per subject (quick looks; weakens the statistics)")
+    p.add_argument("--limit", type=int, help="documents per subject, and golden prompts with --golden "
+                                             "(quick looks; weakens the statistics)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--no-canary", action="store_true", help="skip the adapter-applied canary")
+    p.add_argument("--no-canary", action="store_true",
+                   help="skip the adapter canary: adapter candidates are unverified and the verdict is ERROR (exit 2)")
     p.add_argument("--format", choices=["text", "markdown", "json"], default="text",
                    help="markdown and json are fit for a CI comment")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from harness import store
     from harness.compare import CompareConfig
     from harness.compare_run import checkpoint_candidates, run_compare, write_compare
+    from harness.errors import HarnessError, Interrupted
 
+    if args.limit is not None and args.limit < 1:
+        raise HarnessError(f"--limit {args.limit}: must be at least 1")
+    store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     candidates = [*args.candidates, *(c for d in args.checkpoints for c in checkpoint_candidates(d))]
     cfg = CompareConfig(baseline=args.baseline, candidates=tuple(candidates), suite=args.suite,
                         golden=args.golden, judge=args.judge, backend=args.backend, limit=args.limit,
                         confidence=args.confidence, seed=args.seed, check_canary=not args.no_canary)
-    compare, sources = run_compare(settings, cfg)
+    try:
+        compare, sources = run_compare(settings, cfg)
+    except Interrupted as e:
+        e.note = store.write_partial_runs(settings.runs_dir, e.runs)
+        raise
     run_id = write_compare(settings, compare, sources)
     if args.format == "json":
         print(json.dumps({"run_id": run_id, **compare.aggregates}, indent=2, default=str))
@@ -48,6 +60,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(format_text(compare))
         print(f"\nrun {run_id} under {settings.runs_dir}; browse with: harness report")
+    if compare.aggregates["unverified"]:
+        # On stderr too: --format markdown|json go to a file in CI, and the job log must say why.
+        print(f"harness: error: the gate passes no unverified adapter: {'; '.join(compare.aggregates['unverified'])}",
+              file=sys.stderr)
     return {"regression": 1, "error": 2}.get(compare.aggregates["summary"]["verdict"], 0)
 
 
@@ -86,6 +102,8 @@ def format_text(compare) -> str:  # type: ignore[no-untyped-def]
                          + ", ".join(f"{s} ({len(v)})" for s, v in worst))
     for e in agg.get("task_errors", []):
         lines.append(f"\nnot scored: {e}")
+    for e in agg.get("unverified", []):
+        lines.append(f"\nunverified: {e}; the gate passes no unverified adapter")
     lines.append(f"\nverdict: {agg['summary']['verdict'].upper()}"
                  + (f" ({'; '.join(agg['failures'])})" if agg["failures"] else ""))
     return "\n".join(lines)

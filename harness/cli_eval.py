@@ -19,45 +19,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", help="hf backend weights dtype: auto, bfloat16, float32 (default auto)")
     p.add_argument("--batch-size", type=int, default=8, help="hf backend batch size (default 8)")
     p.add_argument("--no-canary", action="store_true",
-                   help="skip the adapter-applied canary (base vs adapter probe log-probabilities)")
+                   help="skip the adapter canary (base vs adapter probe log-probabilities); the run is "
+                        "marked unverified and no gate passes it")
     p.add_argument("--no-fast-scorer", action="store_true",
                    help="score multiple choice with the plain backend instead of the shared-prefix scorer")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness import store
-    from harness.errors import HarnessError
+    from harness.errors import HarnessError, Interrupted
     from harness.backends import open_models
-    from harness.canary import adapter_canary
-    from harness.evaluate import evaluate_suite
+    from harness.canary import canary_refs, unverified, verify_adapters
+    from harness.evaluate import check_suite_tasks, evaluate_suite
     from harness.models import resolve
     from harness.suite import load_suite
 
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, settings=settings)
+    store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
+    tm = check_suite_tasks(settings, suite)  # a misspelt task name costs no model load or canary
     opts = {"dtype": args.dtype, "batch_size": args.batch_size} if args.backend == "hf" else {}
     t0 = time.time()
     resolved = resolve(settings, args.model)
-    refs: list = [resolved]
-    canary: dict | str = "not needed: every item was cached"  # replaced by the probes' result if they run
-    if resolved.adapter_path is None:
-        canary = "not an adapter"
-    elif args.no_canary:
-        canary = "skipped (--no-canary)"
-    else:
-        refs.append(resolved.ref.base_ref().raw)  # the canary compares the adapter with its base
-    with open_models(settings, refs, args.backend, opts) as backends:
-        def check() -> None:
-            # An adapter that changes nothing would score exactly like its base: refuse it
-            # before the first item that must be computed (a fully cached rerun skips this).
-            nonlocal canary
-            canary = adapter_canary(backends[resolved.ref.base_ref().raw], backends[resolved.ref.raw],
-                                    label=resolved.ref.raw)
-
-        run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
-                              use_fast_scorer=not args.no_fast_scorer, before_compute=check if len(refs) == 2 else None)
-        run_.manifest["canary"] = canary
+    with open_models(settings, [resolved, *canary_refs([resolved], enabled=not args.no_canary)], args.backend,
+                     opts) as backends:
+        # Before any task: a refused adapter scores nothing, and a passing record skips the probes.
+        canary = verify_adapters(settings, [resolved], backends, enabled=not args.no_canary)
+        try:
+            run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
+                                  use_fast_scorer=not args.no_fast_scorer, task_manager=tm)
+        except Interrupted as e:
+            for r in e.runs:
+                r.manifest["canary"] = canary[resolved.ref.raw]
+                r.aggregates["unverified"] = unverified(canary)
+            e.note = store.write_partial_runs(settings.runs_dir, e.runs)
+            raise
+        run_.manifest["canary"] = canary[resolved.ref.raw]
+        run_.aggregates["unverified"] = unverified(canary)
         server = getattr(backends[resolved.ref.raw], "server", None)
         log_text = server.log_text() if server is not None else None
         if log_text:
@@ -70,5 +69,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             continue
         value = "-" if t.get("value") is None else f"{t['value']:.4f}"
         print(f"{label:24s} {t['metric']:18s} {value:>9s} {t['n']:6d} {t.get('n_unscored', 0):8d}")
+    for label, t in run_.aggregates["tasks"].items():
+        for u in t.get("unscored", [])[:10]:
+            print(f"{label}: unscored {u['reason']}")
+    for note in run_.aggregates["unverified"]:
+        print(f"unverified: {note}")
     print(f"run {run_.run_id} ({run_.status}) written to {folder} in {time.time() - t0:.0f} s")
     return 0 if run_.status == "complete" else 2

@@ -13,16 +13,15 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
 from harness import store
 from harness.backends.base import Backend
-from harness.canary import adapter_canary
+from harness.canary import canary_refs, unverified, verify_adapters
 from harness.compare import CompareConfig, checkpoint_step, compare_eval_runs, overall_verdict, trend_of
-from harness.errors import HarnessError
-from harness.models import MANIFEST, ResolvedModel, resolve
+from harness.errors import HarnessError, Interrupted
+from harness.models import MANIFEST, resolve
 from harness.settings import Settings
 from harness.store import Run
 
@@ -31,67 +30,80 @@ log = logging.getLogger(__name__)
 
 def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]:
     """Returns (the compare run, the eval and judge runs it was built from); nothing is written here."""
-    from harness.evaluate import evaluate_suite
+    from harness.evaluate import check_suite_tasks, evaluate_suite
     from harness.suite import load_suite
 
     t0 = time.time()
     if not cfg.candidates:
         raise HarnessError("compare needs at least one --candidate (or --checkpoints FINETUNE_DIR)")
-    suite = load_suite(cfg.suite)
+    suite = load_suite(cfg.suite, settings=settings)
     baseline = resolve(settings, cfg.baseline)
     candidates = [resolve(settings, c) for c in cfg.candidates]
     rng = np.random.default_rng(cfg.seed)
     margins = {t.label: t.margin for t in suite.tasks}
+    tm = check_suite_tasks(settings, suite)  # a misspelt task name costs no model load or canary
     sources: list[Run] = []
     results: list[dict] = []
     items: list[dict] = []
     flips: dict[str, dict[str, list[str]]] = {}
-    canaries: dict[str, Any] = {}
     from harness.backends import open_models
 
-    refs: list[Any] = [baseline, *candidates]
+    models = [baseline, *candidates]
     if cfg.golden:
         from judges.run import DEFAULT_JUDGE
 
-        refs.append(cfg.judge or DEFAULT_JUDGE)
+        models.append(resolve(settings, cfg.judge or DEFAULT_JUDGE))
+    refs = [*models, *canary_refs(models, enabled=cfg.check_canary)]
     with open_models(settings, refs, cfg.backend, cfg.backend_opts) as backends:
-        base_run = evaluate_suite(settings, backends[baseline.ref.raw], suite, limit=cfg.limit)
-        sources.append(base_run)
-        for cand in candidates:
-            check = _canary_hook(canaries, backends, baseline, cand, cfg.check_canary)
-            cand_run = evaluate_suite(settings, backends[cand.ref.raw], suite, limit=cfg.limit, before_compute=check)
-            sources.append(cand_run)
-            r, it, fl = compare_eval_runs(base_run, cand_run, candidate_label=cand.ref.raw, margins=margins, rng=rng,
-                                          confidence=cfg.confidence, n_resamples=cfg.n_resamples)
-            results += r
-            items += it
-            flips[cand.ref.raw] = fl
-        win_rates = _judge_all(settings, cfg, sources, backends) if cfg.golden else []
+        # Every adapter whose scores the gate uses, before any task is scored: a refusal stops the run.
+        canaries = verify_adapters(settings, models, backends, enabled=cfg.check_canary)
+        try:
+            base_run = evaluate_suite(settings, backends[baseline.ref.raw], suite, limit=cfg.limit, task_manager=tm)
+            sources.append(base_run)
+            for cand in candidates:
+                cand_run = evaluate_suite(settings, backends[cand.ref.raw], suite, limit=cfg.limit, task_manager=tm)
+                sources.append(cand_run)
+                r, it, fl = compare_eval_runs(base_run, cand_run, candidate_label=cand.ref.raw, margins=margins,
+                                              rng=rng, confidence=cfg.confidence, n_resamples=cfg.n_resamples)
+                results += r
+                items += it
+                flips[cand.ref.raw] = fl
+            win_rates = _judge_all(settings, cfg, sources, backends) if cfg.golden else []
+        except KeyboardInterrupt as e:
+            # Ctrl-C: the eval runs finished so far, and the one interrupted, go back to be stored.
+            raise Interrupted([*sources, *getattr(e, "runs", [])]) from None
         server_log = _server_log(backends)
+        notices = [n for b in backends.values() if (n := getattr(b, "notice", None))]  # e.g. DoRA scored on hf
     # A task that could not be scored (a context too long, a dead server) leaves the gate unable
     # to certify that candidate: the verdict is "error" (exit 2), never a silent pass.
     task_errors = [f"{run.manifest['models'][0]['ref']}: {label}: {t['failure_reason']}"
                    for run in sources if run.kind == "eval"
                    for label, t in run.aggregates["tasks"].items() if t.get("failure_reason")]
-    verdict = "error" if task_errors else overall_verdict(results)
+    # An adapter the canary did not vouch for (--no-canary) may be a no-op: never a pass.
+    not_verified = unverified(canaries)
+    verdict = "error" if task_errors or not_verified else overall_verdict(results)
     failures = [f"{r['candidate']}: {r['task']}" for r in results if r.get("verdict") == "fail"]
     aggregates = {
         "summary": {"verdict": verdict, "n_candidates": len(candidates), "n_failures": len(failures),
-                    "n_task_errors": len(task_errors),
+                    "n_task_errors": len(task_errors), "n_unverified": len(not_verified),
                     **{f"{w['candidate']} win_rate": w["win_rate"]["value"] for w in win_rates},
                     **{f"{w['candidate']} win_rate_status": w["status"] for w in win_rates}},
         "results": results, "win_rates": win_rates, "flips": flips, "failures": failures, "task_errors": task_errors,
+        "unverified": not_verified,
         "trend": trend_of(results, list(cfg.candidates)) if len(candidates) > 1 else [],
     }
     manifest = {
         "models": [baseline.describe(), *[c.describe() for c in candidates]],
         "baseline": baseline.describe(), "candidates": [c.describe() for c in candidates],
         "suite": suite.describe(), "golden": cfg.golden, "confidence": cfg.confidence,
-        "seeds": {"bootstrap": cfg.seed, "sampling": suite.seed}, "backend": cfg.backend, "limit": cfg.limit,
+        "seeds": {"bootstrap": cfg.seed, "sampling": suite.seed}, "backend": cfg.backend, "backend_notices": notices, "limit": cfg.limit,
         "canary": canaries, "wall_s": round(time.time() - t0, 1),
     }
     extra = {"vllm-server.log": server_log} if server_log else {}
-    return Run(kind="compare", manifest=manifest, items=items, aggregates=aggregates, extra_files=extra), sources
+    # An ERROR verdict certifies nothing: the run is "failed", whatever was scored.
+    status = "failed" if verdict == "error" else "complete"
+    return Run(kind="compare", manifest=manifest, items=items, aggregates=aggregates, extra_files=extra,
+               status=status), sources
 
 
 def checkpoint_candidates(finetune_dir: str | Path) -> list[str]:
@@ -112,24 +124,6 @@ def checkpoint_candidates(finetune_dir: str | Path) -> list[str]:
     return refs
 
 
-def _canary_hook(canaries: dict[str, Any], backends: dict[str, Backend], baseline: ResolvedModel,
-                 cand: ResolvedModel, enabled: bool) -> Callable[[], None] | None:
-    """The adapter canary, to run before the candidate's first uncached item; notes in `canaries` what happened.
-
-    Items already in the cache were computed after a canary passed (unless --no-canary), so a
-    fully cached candidate (an unchanged rerun) needs no probes and no engine.
-    """
-    raw = cand.ref.raw
-    if cand.adapter_path is None or not enabled:
-        canaries[raw] = "not an adapter" if cand.adapter_path is None else "skipped (--no-canary)"
-        return None
-    canaries[raw] = "not needed: every item was cached"
-
-    def check() -> None:
-        canaries[raw] = adapter_canary(backends[baseline.ref.raw], backends[raw], label=raw)
-    return check
-
-
 def _server_log(backends: dict[str, Backend]) -> str | None:
     for b in backends.values():
         server = getattr(b, "server", None)
@@ -143,9 +137,12 @@ def _judge_all(settings: Settings, cfg: CompareConfig, sources: list[Run], backe
     from judges.winrate import win_rate_entry
 
     out = []
+    # --limit caps the golden prompts too: a quick look is quick in every part of the run.
+    golden_limit = cfg.golden_limit if cfg.golden_limit is not None else cfg.limit
     for cand in cfg.candidates:
         jc = JudgeRunConfig(golden=cfg.golden or "", candidate=cand, baseline=cfg.baseline,
-                            backend=cfg.backend, seed=cfg.seed, confidence=cfg.confidence, limit=cfg.golden_limit,
+                            backend=cfg.backend, seed=cfg.seed, confidence=cfg.confidence, limit=golden_limit,
+                            check_canary=cfg.check_canary,
                             **({"judge": cfg.judge} if cfg.judge else {}))
         run = run_judge(settings, jc, backends)
         sources.append(run)

@@ -35,3 +35,18 @@ class ContextTooLongError(HarnessError):
 
 class SuiteError(HarnessError):
     """A suite or golden-set file that fails validation; the message names file and key path or line."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during scoring, carrying what was scored so far.
+
+    `runs` are unsaved Runs (status partial or failed) that the CLI stores
+    before it exits; `note` is what the CLI adds to its one-line message
+    (e.g. which runs it wrote). A KeyboardInterrupt, so code that does not
+    know this class still stops as it would on Ctrl-C.
+    """
+
+    def __init__(self, runs: list, note: str = ""):  # list[harness.store.Run]; errors imports nothing
+        super().__init__(note)
+        self.runs = list(runs)
+        self.note = note

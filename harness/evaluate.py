@@ -9,10 +9,15 @@ survive a crash. Per task kind:
   (harness.backends.lmeval_adapter); on the hf backend loglikelihoods come
   from the shared-prefix scorer (harness.mc_scorer) unless disabled;
 - `perplexity` scores held-out texts with loglikelihood_rolling;
-- `golden` generates greedily and applies each item's mechanical checks.
+- `golden` generates greedily and applies each item's mechanical checks; a
+  prompt longer than the model's context leaves that item unscored, with its
+  reason, id and source line, and the rest of the task is kept.
 
 A task that fails with a HarnessError is recorded as a failure with its
-reason (the run becomes "partial"); other tasks still run.
+reason; other tasks still run. Status: "failed" when every task failed (or
+could score no item), "partial" when some did, "complete" otherwise. Ctrl-C
+stops at once and raises harness.errors.Interrupted carrying the run so far
+(the interrupted task and those after it recorded as failures), for the CLI to store.
 """
 from __future__ import annotations
 
@@ -20,11 +25,11 @@ import logging
 import math
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any
 
-from harness.backends.base import Backend
+from harness.backends.base import Backend, call_per_item_on_overflow
 from harness.cache import CachedBackend, ItemCache
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Interrupted
 from harness.settings import Settings
 from harness.store import Run
 from harness.suite import Suite, TaskSpec, choose_docs
@@ -58,19 +63,18 @@ def check_suite_tasks(settings: Settings, suite: Suite) -> Any:
 
 def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, backend_kind: str = "hf",
                    backend_opts: dict[str, Any] | None = None, limit: int | None = None,
-                   use_fast_scorer: bool = True, show_progress: bool = True,
-                   before_compute: Callable[[], None] | None = None) -> Run:
+                   use_fast_scorer: bool = True, show_progress: bool = True, task_manager: Any = None) -> Run:
     """Evaluate `model` (an open Backend, or a model reference to open and close) on `suite`.
 
-    `limit` caps the documents per subject (leaf task) after the suite's own
-    sampling, from the front of the same seeded order. `before_compute` runs
-    once before the first item the cache cannot answer. Returns an unsaved Run
+    `task_manager` is what `check_suite_tasks` returned, for callers that checked the suite's
+    task names before loading models; without it the names are checked here. `limit` caps the documents per subject (leaf task) after the suite's own
+    sampling, from the front of the same seeded order. Returns an unsaved Run
     of kind "eval": one item row per scored document per task, aggregates per
     task, subject and category, and a manifest with the model's hashes, the
     suite (name, version, file hash, seed) and the scoring parameters.
     """
     t0 = time.time()
-    tm = check_suite_tasks(settings, suite)
+    tm = task_manager if task_manager is not None else check_suite_tasks(settings, suite)
     owns = isinstance(model, str)
     if owns:
         from harness.backends import open_backend
@@ -85,38 +89,66 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
             from harness.mc_scorer import with_shared_prefix
 
             scorer = with_shared_prefix(backend)
-        cached = CachedBackend(scorer, cache, chunk_size=CHUNK_REQUESTS,
-                               show_progress=show_progress, before_first_miss=before_compute)
+        cached = CachedBackend(scorer, cache, chunk_size=CHUNK_REQUESTS, show_progress=show_progress)
         items: list[dict[str, Any]] = []
         tasks: dict[str, Any] = {}
-        for spec in suite.tasks:
-            t_task = time.time()
-            log.info("task %s (%s)", spec.label, spec.lm_eval or spec.harness)
-            try:
-                rows = _run_task(settings, suite, spec, cached, tm, limit)
-            except HarnessError as e:
-                log.error("task %s failed: %s", spec.label, e)
-                tasks[spec.label] = {"metric": spec.metric, "value": None, "n": 0, "failure_reason": str(e)}
-                continue
-            items.extend(rows)
-            tasks[spec.label] = summarize_task(spec, rows)
-            tasks[spec.label]["wall_s"] = round(time.time() - t_task, 1)
-        status = "partial" if any(t.get("failure_reason") for t in tasks.values()) else "complete"
+        is_interrupted = False
+        try:  # around the whole loop, so a Ctrl-C anywhere in it (a log line included) is caught
+            for spec in suite.tasks:
+                t_task = time.time()
+                log.info("task %s (%s)", spec.label, spec.lm_eval or spec.harness)
+                try:
+                    rows = _run_task(settings, suite, spec, cached, tm, limit)
+                except HarnessError as e:
+                    log.error("task %s failed: %s", spec.label, e)
+                    tasks[spec.label] = _failed_task(spec, str(e))
+                    continue
+                summary = {**summarize_task(spec, rows), "wall_s": round(time.time() - t_task, 1)}
+                tasks[spec.label] = summary
+                items.extend(rows)
+        except KeyboardInterrupt:
+            # Finished chunks of the interrupted task are in the item cache; the run records what was scored.
+            is_interrupted = True
+            missing = [spec for spec in suite.tasks if spec.label not in tasks]
+            for k, spec in enumerate(missing):
+                tasks[spec.label] = _failed_task(spec, "interrupted (Ctrl-C); its finished items are cached" if k == 0
+                                                 else "not run: interrupted (Ctrl-C) before it started")
         manifest = {
             "models": [_describe_model(backend, model)],
             "suite": suite.describe(),
             "seeds": {"sampling": suite.seed, "fewshot": suite.seed},
             "backend": {"name": backend.name, "scoring_params": getattr(scorer, "scoring_params", {}),
-                        "limit_per_subject": limit},
+                        "limit_per_subject": limit, "notice": getattr(backend, "notice", None)},
             "cache": {"path": str(settings.cache_path), **cached.stats},
             "wall_s": round(time.time() - t0, 1),
         }
+        if is_interrupted:
+            manifest["interrupted"] = True
         aggregates = {"summary": {label: t.get("value") for label, t in tasks.items()}, "tasks": tasks}
-        return Run(kind="eval", manifest=manifest, items=items, aggregates=aggregates, status=status)
+        run = Run(kind="eval", manifest=manifest, items=items, aggregates=aggregates, status=eval_status(tasks))
+        if is_interrupted:
+            raise Interrupted([run])
+        return run
     finally:
         cache.close()
         if owns:
             backend.close()
+
+
+def eval_status(tasks: dict[str, dict[str, Any]]) -> str:
+    """"failed" when no task produced a result, "partial" when some failed, else "complete".
+
+    >>> eval_status({"a": {"failure_reason": "x"}, "b": {"value": 0.5}})
+    'partial'
+    >>> eval_status({"a": {"failure_reason": "x"}})
+    'failed'
+    """
+    n_failed = sum(1 for t in tasks.values() if t.get("failure_reason"))
+    return "failed" if n_failed == len(tasks) else "partial" if n_failed else "complete"
+
+
+def _failed_task(spec: TaskSpec, reason: str) -> dict[str, Any]:
+    return {"metric": spec.metric, "value": None, "n": 0, "failure_reason": reason}
 
 
 def _describe_model(backend: Any, model: Backend | str) -> dict[str, Any]:
@@ -181,13 +213,21 @@ def _run_golden(settings: Settings, suite: Suite, spec: TaskSpec, cached: Cached
 
     golden = load_golden_set(settings, suite.resolve_data(spec))
     chosen = [golden[i] for i in _select(spec, suite, len(golden), limit)]
-    gens = cached.with_tag("golden@1").generate([g.to_request(max_new_tokens=spec.max_new_tokens) for g in chosen])
+    # A prompt too long for the context fails alone; the other items are still answered and scored.
+    gens = call_per_item_on_overflow(cached.with_tag("golden@1").generate,
+                                     [g.to_request(max_new_tokens=spec.max_new_tokens) for g in chosen])
     rows = []
     for item, gen in zip(chosen, gens):
+        row = {"task": spec.label, "item_id": item.id, "source": item.source, "subject": (item.tags or [None])[0],
+               "tags": item.tags, "ideal": item.ideal}
+        if isinstance(gen, Exception):
+            where = f" ({item.source})" if item.source else ""
+            rows.append({**row, "output": None, "finish_reason": None, "passed": None, "failure_reasons": [],
+                         "unscored_reason": f"item '{item.id}'{where}: {gen}"})
+            continue
         passed, reasons = run_checks(item, gen.text)
-        rows.append({"task": spec.label, "item_id": item.id, "subject": (item.tags or [None])[0], "tags": item.tags,
-                     "output": gen.text, "finish_reason": gen.finish_reason, "passed": passed,
-                     "failure_reasons": reasons, "ideal": item.ideal})
+        rows.append({**row, "output": gen.text, "finish_reason": gen.finish_reason, "passed": passed,
+                     "failure_reasons": reasons})
     return rows
 
 
@@ -203,6 +243,12 @@ def summarize_task(spec: TaskSpec, rows: list[dict[str, Any]]) -> dict[str, Any]
         return out
     key = "passed" if spec.harness == "golden" else spec.metric
     out.update(_mean(rows, key))
+    unscored = [{"item_id": r["item_id"], "source": r.get("source"), "reason": r["unscored_reason"]}
+                for r in rows if r.get("unscored_reason")]
+    if unscored:
+        out["unscored"] = unscored
+        if len(unscored) == len(rows):
+            out["failure_reason"] = f"no item could be scored; first: {unscored[0]['reason']}"
     for level in ("subject", "category"):
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in rows:

@@ -17,8 +17,10 @@ loglikelihood requests:
 
 The prompts are untouched, so results equal the plain backend's up to float
 rounding (parity is tested against lm-eval's HF model). Models with sliding
-window attention get no sharing (their cache cannot be reused as is). Other
-methods pass through to the wrapped backend.
+window attention, and prompt-learning adapters (PEFT puts its virtual tokens in
+front of every forward, cache or not), get no sharing: their rows are batched
+plainly, and logits are read from the end of each row, which virtual tokens at
+the front do not move. Other methods pass through to the wrapped backend.
 """
 from __future__ import annotations
 
@@ -49,11 +51,11 @@ class _Row:
 
 def with_shared_prefix(backend: Any) -> Any:
     """`backend` with its multiple-choice loglikelihoods scored by a SharedPrefixScorer where
-    they are computed in-process: an hf backend, or a vLLM LoRA engine's model, whose
-    loglikelihoods go to hf (harness.backends.vllm). Other backends are returned as they are."""
+    they are computed in-process: an hf backend, or a vLLM engine's model whose
+    loglikelihoods go to hf (a LoRA engine; harness.backends.vllm). Other backends are returned as they are."""
     if getattr(backend, "name", None) == "hf":
         return SharedPrefixScorer(backend)
-    if getattr(backend, "loglikelihood_delegate", None) is None or not backend.server.has_lora:
+    if getattr(backend, "loglikelihood_delegate", None) is None or not backend.server.loglikelihood_via_hf:
         return backend
     # The delegate loads a model: only when something is scored, not on a fully cached rerun.
     return SharedPrefixScorer(backend.loglikelihood_delegate, front=backend)
@@ -90,7 +92,10 @@ class SharedPrefixScorer:
 
     @property
     def is_sharing(self) -> bool:
-        """False for sliding-window attention, where a shared prefix's cache would not be reusable."""
+        """False where a shared prefix's cache would not be reusable: sliding-window attention,
+        and prompt-learning adapters (harness.backends.hf.is_prompt_learning)."""
+        if self.hf.is_prompt_learning:
+            return False
         config = self.hf.model.config
         return not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False
 

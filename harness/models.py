@@ -13,7 +13,7 @@ import importlib.util
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,25 @@ _ADAPTER_HASHED = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass(frozen=True)
+class MergedFrom:
+    """Where a merged checkpoint (`harness finetune merge`) came from, read from its manifest."""
+
+    adapter_path: str
+    adapter_hash: str
+    base_ref: str
+    base_hash: str
+    dtype: str
+    is_within_tolerance: bool | None  # the merge's own check against base+adapter; None: not verified
+
+
+@dataclass(frozen=True)
 class ResolvedModel:
     ref: ModelRef
     base_path: str  # local directory, or hub id / endpoint model name
     base_hash: str  # content hash of the base weights, tokenizer and chat template
     adapter_path: Path | None = None
     adapter_hash: str | None = None
+    merged_from: MergedFrom | None = None  # a merged checkpoint's adapter, so runs can name what was tested
 
     @property
     def identity(self) -> str:
@@ -45,9 +58,10 @@ class ResolvedModel:
         return f"{self.base_hash}+{self.adapter_hash}" if self.adapter_hash else self.base_hash
 
     def describe(self) -> dict[str, Any]:
-        return {"ref": self.ref.raw, "base_path": self.base_path, "base_hash": self.base_hash,
-                "adapter_path": str(self.adapter_path) if self.adapter_path else None,
-                "adapter_hash": self.adapter_hash}
+        d = {"ref": self.ref.raw, "base_path": self.base_path, "base_hash": self.base_hash,
+             "adapter_path": str(self.adapter_path) if self.adapter_path else None,
+             "adapter_hash": self.adapter_hash}
+        return {**d, "merged_from": asdict(self.merged_from)} if self.merged_from else d
 
 
 def hash_files(root: Path, patterns: tuple[str, ...]) -> str:
@@ -197,12 +211,31 @@ def resolve(settings: Settings, ref: ModelRef | str, *, prepare: bool = True) ->
     else:
         base_dir = _download_hub(ref.base)
         base_hash = _memo_hash(settings, base_dir, _HASHED)
-    resolved = ResolvedModel(ref=ref, base_path=str(base_dir), base_hash=base_hash)
+    merged_from = read_merged_from(base_dir) if ref.kind == "local" else None
+    resolved = ResolvedModel(ref=ref, base_path=str(base_dir), base_hash=base_hash, merged_from=merged_from)
     if ref.adapter is None:
         return resolved
     check_adapter(ref.adapter, base_dir, base_hash, base_label=ref.base)
     return ResolvedModel(ref=ref, base_path=str(base_dir), base_hash=base_hash, adapter_path=ref.adapter,
-                         adapter_hash=hash_files(ref.adapter, _ADAPTER_HASHED))
+                         adapter_hash=hash_files(ref.adapter, _ADAPTER_HASHED), merged_from=merged_from)
+
+
+def read_merged_from(checkpoint: Path) -> MergedFrom | None:
+    """The adapter a merged checkpoint was made from (its harness_manifest.json), or None if it is not one."""
+    path = checkpoint / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        man = json.loads(path.read_text())
+        if man.get("kind") != "merged":
+            return None
+        check = man.get("verification") or {}
+        return MergedFrom(adapter_path=man["adapter"]["path"], adapter_hash=man["adapter"]["hash"],
+                          base_ref=man["base"]["ref"], base_hash=man["base"]["hash"], dtype=man.get("dtype", "?"),
+                          is_within_tolerance=check.get("is_within_tolerance"))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelRefError(f"{path}: a merged checkpoint's manifest without adapter.path/hash and "
+                            f"base.ref/hash ({type(e).__name__}: {e})") from e
 
 
 def _download_hub(hub_id: str) -> Path:

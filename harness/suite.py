@@ -8,6 +8,10 @@ Errors name the file and the key path:
     suites/forgetting.yaml: tasks[2].metric 'acc_nrom' unknown; choose acc, acc_norm, exact_match
 
 Suites ship in suites/*.yaml; `load_suite` takes one of those names or a path.
+Suite files are UTF-8 (a BOM is allowed). Given the settings, `load_suite`
+also checks every data file the suite names, before any model loads:
+
+    suites/x.yaml: tasks[1].data 'foo.jsonl': not found (/abs/foo.jsonl); paths are relative to the suite file
 """
 from __future__ import annotations
 
@@ -20,6 +24,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from harness.errors import SuiteError
+from harness.settings import Settings
+from harness.suites_golden import golden_set_file, load_golden
+from harness.suites_text import load_text_set, text_set_file
+from harness.textfile import read_utf8
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 HARNESS_TASKS = ("golden", "perplexity")
@@ -153,10 +161,15 @@ def find_suite(name_or_path: str, suites_dir: Path = SUITES_DIR) -> Path:
     raise SuiteError(f"suite '{name_or_path}' unknown; choose {', '.join(available_suites(suites_dir))} or a path to a YAML file")
 
 
-def load_suite(name_or_path: str | Path, suites_dir: Path = SUITES_DIR) -> Suite:
-    """Load and validate a suite; any problem is a SuiteError naming the file and key path."""
+def load_suite(name_or_path: str | Path, suites_dir: Path = SUITES_DIR, *, settings: Settings | None = None) -> Suite:
+    """Load and validate a suite; any problem is a SuiteError naming the file and key path.
+
+    With `settings`, the data files of harness tasks are checked too (see
+    `check_data_files`), so a missing or malformed file fails here, not
+    after a model has loaded and other tasks have run.
+    """
     path = find_suite(str(name_or_path), suites_dir)
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, what="suite file")
     where = _display(path)
     try:
         raw = yaml.safe_load(text)
@@ -170,7 +183,37 @@ def load_suite(name_or_path: str | Path, suites_dir: Path = SUITES_DIR) -> Suite
         raise SuiteError(format_validation_error(where, e)) from None
     suite._path = path.resolve()
     suite._sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if settings is not None:
+        check_data_files(suite, settings, where)
     return suite
+
+
+def check_data_files(suite: Suite, settings: Settings, where: str) -> None:
+    """Every data file the suite's harness tasks name exists; files given by path also parse.
+
+    Named sets (under HARNESS_DATA_DIR) are checked for presence only; a
+    file given by path is read and validated as a golden set or text set.
+    Errors name the suite file and key path: `where: tasks[i].data 'VALUE': ...`.
+    """
+    for i, spec in enumerate(suite.tasks):
+        if spec.harness is None:
+            continue
+        data = suite.resolve_data(spec)
+        is_named = data == spec.data
+        path = golden_set_file(settings, data) if spec.harness == "golden" else text_set_file(settings, data)
+        key = f"{where}: tasks[{i}].data '{spec.data}'"
+        if path is None:
+            continue  # built in
+        if not path.is_file():
+            hint = (f"named sets are read from HARNESS_DATA_DIR ({settings.data_dir})" if is_named
+                    else "paths are relative to the suite file")
+            raise SuiteError(f"{key}: not found ({path}); {hint}")
+        if is_named:
+            continue
+        try:
+            load_golden(path) if spec.harness == "golden" else load_text_set(settings, data)
+        except SuiteError as e:
+            raise SuiteError(f"{key}: {e}") from None
 
 
 def _display(path: Path) -> str:

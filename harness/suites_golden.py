@@ -6,11 +6,13 @@ One record per line:
      "tags": ["smoke"], "checks": {"must_include": ["bonjour"], "regex": "^\\\\W*bonjour"}}
 
 `prompt` (raw text, sent through the chat template as one user turn) or
-`messages` (a chat) must be given, not both. `checks` are optional and
+`messages` (a chat ending with a user turn) must be given, not both, and the
+prompt (or that last turn) must not be blank. `checks` are optional and
 mechanical: `regex` (Python re.search, case-insensitive), `must_include`
 (case-insensitive substrings, all required) and `json_schema` (the output
-must parse as JSON and validate). A bad line is a SuiteError naming the file
-and line number. Judges (LLM-as-judge) read the same records through
+must parse as JSON and validate). Files are UTF-8 (a BOM is allowed); a bad
+line is a SuiteError naming the file and line number, and each item keeps
+`source` ("file:line") so a run can say where an unscored item came from. Judges (LLM-as-judge) read the same records through
 `load_golden`; `ideal` is their reference answer.
 """
 from __future__ import annotations
@@ -20,11 +22,12 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from harness.errors import SuiteError
 from harness.records import GenerateRequest, Message
 from harness.settings import Settings
+from harness.textfile import read_utf8
 
 ALPACA_HELDOUT_ROWS = (4500, 5000)  # rows of alpaca_5000.json kept out of fine-tuning demos
 
@@ -72,6 +75,7 @@ class GoldenItem(BaseModel):
     ideal: str | None = None  # reference answer for judges; checks do not need it
     tags: list[str] = Field(default_factory=list)
     checks: Checks | None = None
+    _source: str | None = PrivateAttr(None)  # "file:line" (or "file row N"), set by the loaders
 
     @model_validator(mode="after")
     def _one_input(self) -> "GoldenItem":
@@ -79,6 +83,21 @@ class GoldenItem(BaseModel):
             raise ValueError("give exactly one of prompt or messages")
         if self.messages is not None and (not self.messages or self.messages[-1].role != "user"):
             raise ValueError("messages must end with a user turn")
+        # A blank prompt would be answered and scored as a fail: a silent wrong result.
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt is empty")
+        if self.messages is not None and not self.messages[-1].content.strip():
+            raise ValueError("the last user turn of messages is empty")
+        return self
+
+    @property
+    def source(self) -> str | None:
+        """Where the item was read: "file:line" for JSONL, "file row N" for a JSON list; None if built in code."""
+        return self._source
+
+    def at(self, source: str) -> "GoldenItem":
+        """This item, noting where it was read."""
+        self._source = source
         return self
 
     def to_request(self, *, max_new_tokens: int = 256) -> GenerateRequest:
@@ -96,10 +115,7 @@ def load_golden(path: Path | str) -> list[GoldenItem]:
     reported at once so a file can be fixed in one pass.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SuiteError(f"golden set {path}: cannot read: {e}") from e
+    text = read_utf8(path, what="golden set")
     items: list[GoldenItem] = []
     problems: list[str] = []
     first_line: dict[str, int] = {}
@@ -122,7 +138,7 @@ def load_golden(path: Path | str) -> list[GoldenItem]:
             problems.append(f"{path}:{line_no}: id '{item.id}' already used on line {first_line[item.id]}")
             continue
         first_line[item.id] = line_no
-        items.append(item)
+        items.append(item.at(f"{path}:{line_no}"))
     if problems:
         more = f"\n... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise SuiteError("\n".join(problems[:10]) + more)
@@ -142,7 +158,7 @@ def load_self_instruct(path: Path) -> list[GoldenItem]:
     motivating app. Outputs become `ideal`; there are no mechanical checks.
     """
     items = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for line_no, line in enumerate(read_utf8(path, what="golden set").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -150,7 +166,7 @@ def load_self_instruct(path: Path) -> list[GoldenItem]:
             for k, inst in enumerate(d["instances"]):
                 tags = ["self_instruct"] + ([d["motivation_app"]] if d.get("motivation_app") else [])
                 items.append(GoldenItem(id=f"{d['id']}/{k}", prompt=_instruction_prompt(d["instruction"], inst.get("input", "")),
-                                        ideal=inst.get("output"), tags=tags))
+                                        ideal=inst.get("output"), tags=tags).at(f"{path}:{line_no}"))
         except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
             raise SuiteError(f"{path}:{line_no}: not a self-instruct record: {e}") from e
     return items
@@ -163,9 +179,9 @@ def load_alpaca(path: Path, rows: tuple[int, int] | None = None) -> list[GoldenI
     empty output are skipped: they have no reference answer.
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise SuiteError(f"{path}: cannot read alpaca JSON: {e}") from e
+        data = json.loads(read_utf8(path, what="alpaca JSON"))
+    except json.JSONDecodeError as e:
+        raise SuiteError(f"alpaca JSON {path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from e
     start, stop = rows or (0, len(data))
     items = []
     for i in range(start, min(stop, len(data))):
@@ -173,20 +189,37 @@ def load_alpaca(path: Path, rows: tuple[int, int] | None = None) -> list[GoldenI
         if not isinstance(d, dict) or "instruction" not in d or "output" not in d:
             raise SuiteError(f"{path}: row {i}: expected instruction, input, output; got {str(d)[:120]}")
         if d["output"].strip():
-            items.append(GoldenItem(id=f"alpaca/{i}", prompt=_instruction_prompt(d["instruction"], d.get("input", "")),
-                                    ideal=d["output"], tags=["alpaca"]))
+            try:
+                item = GoldenItem(id=f"alpaca/{i}", prompt=_instruction_prompt(d["instruction"], d.get("input", "")),
+                                  ideal=d["output"], tags=["alpaca"])
+            except ValidationError as e:
+                raise SuiteError(f"{path}: row {i}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+            items.append(item.at(f"{path} row {i}"))
     return items
+
+
+def golden_set_file(settings: Settings, data: str) -> Path | None:
+    """The file a golden set reads: under HARNESS_DATA_DIR for a named set, `data` itself for a
+    path; None for the smoke set, which is built in (written from code when needed)."""
+    if data == "smoke":
+        return None
+    if data == "self_instruct":
+        return settings.data_dir / "instruction" / "self_instruct" / "user_oriented_instructions.jsonl"
+    if data == "alpaca_heldout":
+        return settings.data_dir / "instruction" / "alpaca" / "alpaca_5000.json"
+    return Path(data)
 
 
 def load_golden_set(settings: Settings, data: str) -> list[GoldenItem]:
     """A named golden set (smoke, self_instruct, alpaca_heldout) or a golden JSONL path."""
-    if data == "smoke":
+    path = golden_set_file(settings, data)
+    if path is None:
         return load_golden(smoke_file(settings))
     if data == "self_instruct":
-        return load_self_instruct(settings.data_dir / "instruction" / "self_instruct" / "user_oriented_instructions.jsonl")
+        return load_self_instruct(path)
     if data == "alpaca_heldout":
-        return load_alpaca(settings.data_dir / "instruction" / "alpaca" / "alpaca_5000.json", ALPACA_HELDOUT_ROWS)
-    return load_golden(Path(data))
+        return load_alpaca(path, ALPACA_HELDOUT_ROWS)
+    return load_golden(path)
 
 
 def smoke_file(settings: Settings) -> Path:

@@ -35,11 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verdict-mode", choices=["auto", "calibrated", "discrete"], default="auto",
                    help="headline win rate: calibrated (label probabilities, both orders averaged), discrete "
                         "(verdicts), auto = calibrated where the judge backend scores text (default %(default)s)")
+    p.add_argument("--no-canary", action="store_true",
+                   help="skip the adapter canary of adapter candidates, baselines and judges; the run is "
+                        "marked unverified")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.errors import HarnessError
-    from harness.store import write_run
+    from harness.store import check_writable, write_run
     from judges.run import JudgeRunConfig, run_judge
 
     if args.judge_action == "validate":
@@ -55,10 +58,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                          judge_config=args.judge_config, backend=args.backend, limit=args.limit,
                          max_new_tokens=args.max_new_tokens, grade=args.grade, human_labels=args.human_labels,
                          use_injection_probe=not args.no_injection_probe, use_embeddings=not args.no_embeddings,
-                         seed=args.seed, verdict_mode=args.verdict_mode)
+                         seed=args.seed, verdict_mode=args.verdict_mode, check_canary=not args.no_canary)
+    check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     result = run_judge(settings, cfg)
     folder = write_run(settings.runs_dir, result)
     print(format_report(result.aggregates, cfg))
+    for note in result.aggregates["unverified"]:
+        print(f"unverified: {note}")
     print(f"run {result.run_id} stored in {folder}")
     return 0
 
@@ -105,6 +111,8 @@ def format_report(agg: dict[str, Any], cfg: Any) -> str:
     if "kappa_vs_human" in agg:
         k = agg["kappa_vs_human"]
         lines.append(f"  Cohen's kappa vs human labels {k['kappa']:.3f} over {k['n']} items ({k['n_missing']} missing)")
+    for u in agg.get("unscored", [])[:10]:
+        lines.append(f"  not judged: {u['reason']}")
     if "injection" in agg:
         lines.append(injection_line(agg["injection"]))
     if "headline" in agg:

@@ -26,8 +26,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from harness.backends.base import Backend
-from harness.errors import ContextTooLongError, UnsupportedMethodError
+from harness.backends.base import Backend, call_per_item_on_overflow
+from harness.errors import UnsupportedMethodError
 from harness.records import GenerateRequest, LoglikelihoodRequest, Message
 from judges.config import JudgeConfig, JudgeError
 from judges.parsers import PARSERS
@@ -123,7 +123,7 @@ class Judge:
             assert self.render_chat is not None
             contexts.append(self.render_chat(chat) + self.config.logprob_prefix)
         requests = [LoglikelihoodRequest(c, text) for c in contexts for _, text in labels]  # (n × L)
-        results = _per_item_on_overflow(self.backend.loglikelihood, requests, group=len(labels))
+        results = call_per_item_on_overflow(self.backend.loglikelihood, requests, group=len(labels))
         out = []
         for i in range(len(chats)):
             group = results[i * len(labels):(i + 1) * len(labels)]
@@ -145,7 +145,7 @@ class Judge:
 
     def _by_generation(self, chats: Sequence[Chat]) -> list[Verdict]:
         cfg = self.config
-        first = _per_item_on_overflow(self.backend.generate, [
+        first = call_per_item_on_overflow(self.backend.generate, [
             GenerateRequest(messages=c, max_new_tokens=cfg.max_new_tokens) for c in chats])
         out: list[Verdict | None] = [None] * len(chats)
         retry_idx, retry_chats = [], []
@@ -160,7 +160,7 @@ class Judge:
             else:
                 retry_idx.append(i)
                 retry_chats.append(chats[i] + (Message("assistant", g.text), Message("user", cfg.retry_message)))
-        second = _per_item_on_overflow(self.backend.generate, [
+        second = call_per_item_on_overflow(self.backend.generate, [
             GenerateRequest(messages=c, max_new_tokens=cfg.max_new_tokens) for c in retry_chats])
         for k, (i, g) in enumerate(zip(retry_idx, second)):
             reply1 = first[i].text  # type: ignore[union-attr]
@@ -189,25 +189,3 @@ def _argmax_verdict(logprobs: dict[str, float]) -> Verdict:
     if len(top) > 1:
         return Verdict(None, f"labels {', '.join(top)} equally likely", "logprobs", raw)
     return Verdict(top[0], None, "logprobs", raw)
-
-
-def _per_item_on_overflow(method: Callable[[list[Any]], list[Any]], requests: list[Any],
-                          group: int = 1) -> list[Any]:
-    """method(requests), but a too-long prompt fails only its own item (returned as the exception).
-
-    Other errors (a dead server) propagate: they are not the verdict's fault,
-    and finished batches are already cached.
-    """
-    try:
-        return method(requests) if requests else []
-    except ContextTooLongError as e:
-        if len(requests) <= group:
-            return [e] * len(requests)
-    out: list[Any] = []
-    for start in range(0, len(requests), group):
-        chunk = requests[start:start + group]
-        try:
-            out.extend(method(chunk))
-        except ContextTooLongError as e:
-            out.extend([e] * len(chunk))
-    return out

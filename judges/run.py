@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness import stats
+from harness.backends.base import call_per_item_on_overflow
 from harness.errors import HarnessError
 from harness.records import Generation
 from harness.settings import Settings
@@ -52,6 +53,7 @@ class JudgeRunConfig:
     human_labels: str | None = None  # JSONL {id, preferred: candidate|baseline|tie} for Cohen's kappa
     use_injection_probe: bool = True
     use_embeddings: bool = True
+    check_canary: bool = True  # False: adapters are not probed and the run is marked unverified
     seed: int = 0
     confidence: float = 0.95
     n_resamples: int = 2000
@@ -77,6 +79,12 @@ def load_human_labels(path: Path) -> dict[str, str]:
                                f"{' | '.join(HUMAN_CHOICES)}}}; got {json.dumps(d)[:120]}")
         labels[d["id"]] = d["preferred"]
     return labels
+
+
+def _unscored(item: GoldenItem, side: str, error: Exception) -> dict[str, Any]:
+    where = f" ({item.source})" if item.source else ""
+    return {"item_id": item.id, "source": item.source, "side": side,
+            "reason": f"item '{item.id}'{where}: {side} answer: {error}"}
 
 
 def _side(outcome: float) -> str | None:
@@ -204,6 +212,8 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
     backend) reuses models a caller already serves, e.g. compare's engine.
     """
     from harness.cache import CachedBackend, ItemCache
+    from harness.canary import canary_refs, unverified, verify_adapters
+    from harness.models import resolve
     from harness.suites_golden import load_golden_set
     from judges.config import load_judge_config
     from judges.metrics import Embedder
@@ -218,15 +228,25 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
     try:
         from harness.backends import open_models
 
-        refs = [cfg.candidate, cfg.baseline, cfg.judge]
+        resolved = [resolve(settings, r) for r in (cfg.candidate, cfg.baseline, cfg.judge)]
+        refs = [*resolved, *canary_refs(resolved, enabled=cfg.check_canary)]
         opened = (contextlib.nullcontext(backends) if backends is not None
                   else open_models(settings, refs, cfg.backend, cfg.backend_opts))
         with opened as models:
+            # Before any answer is generated: a no-op or damaged adapter would be judged as if tuned.
+            canaries = verify_adapters(settings, resolved, models, enabled=cfg.check_canary)
             requests = [it.to_request(max_new_tokens=cfg.max_new_tokens) for it in items]
-            gens = {}
-            for side in ("candidate", "baseline"):
-                ref = getattr(cfg, side)
-                gens[side] = CachedBackend(models[ref], cache, tag=GENERATION_TAG).generate(requests)
+            answers = {side: call_per_item_on_overflow(
+                CachedBackend(models[getattr(cfg, side)], cache, tag=GENERATION_TAG).generate, requests)
+                for side in ("candidate", "baseline")}
+            # A prompt too long for either model is left out of the judging, with its reason; the rest go on.
+            unscored = [_unscored(it, side, answers[side][k]) for k, it in enumerate(items)
+                        for side in ("candidate", "baseline") if isinstance(answers[side][k], Exception)]
+            keep = [k for k in range(len(items)) if not any(isinstance(answers[s][k], Exception) for s in answers)]
+            if not keep:
+                raise HarnessError(f"no golden prompt of {cfg.golden} could be answered; first: {unscored[0]['reason']}")
+            gens = {side: [answers[side][k] for k in keep] for side in answers}
+            items = [items[k] for k in keep]
             raw_judge = models[cfg.judge]
             judge_backend = CachedBackend(_label_scorer(raw_judge), cache, tag=judge_config.tag)
             render = chat_renderer(raw_judge)
@@ -240,15 +260,20 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
                 embedder=Embedder() if cfg.use_embeddings else None, human_labels=human,
                 use_injection_probe=cfg.use_injection_probe, verdict_mode=cfg.verdict_mode,
                 validation=validation, judge_ref=cfg.judge)
+            if unscored:
+                agg["unscored"] = unscored
+                agg["summary"]["n_unscored_prompts"] = len({u["item_id"] for u in unscored})
             manifest = {
                 "models": [{"role": role, "ref": getattr(cfg, role), "identity": models[getattr(cfg, role)].identity,
                             "backend": models[getattr(cfg, role)].name} for role in ("candidate", "baseline", "judge")],
                 "suite": {"name": f"judge:{Path(cfg.golden).stem}", "version": judge_config.version,
-                          "golden": cfg.golden, "n_items": len(items)},
+                          "golden": cfg.golden, "n_items": len(requests), "n_judged": len(items)},
                 "judge": judge_config.describe(), "config": {k: v for k, v in asdict(cfg).items()},
-                "seeds": {"bootstrap": cfg.seed}, "cache": {"path": str(settings.cache_path), **judge_backend.stats},
+                "seeds": {"bootstrap": cfg.seed}, "canary": canaries,
+                "cache": {"path": str(settings.cache_path), **judge_backend.stats},
                 "wall_s": round(time.time() - t0, 1),
             }
+            agg["unverified"] = unverified(canaries)
     finally:
         cache.close()
     extra = {"injection.jsonl": "".join(json.dumps(r, sort_keys=True) + "\n" for r in injection_rows)} if injection_rows else {}

@@ -66,7 +66,8 @@ def compare_sections(run: Run, judge_runs: Sequence[Run] = ()) -> list[Section]:
             f"Verdict: {summary.get('verdict', '?')} ({summary.get('n_failures', '?')} failing checks). "
             f"Run status: {run.status}. Differences are candidate − baseline: accuracy in points, "
             "perplexity in log-perplexity (lower is better)."
-            + "".join(f" Not scored: {e}." for e in agg.get("task_errors") or []))
+            + "".join(f" Not scored: {e}." for e in agg.get("task_errors") or [])
+            + "".join(f" Unverified (the gate passes none): {u}." for u in agg.get("unverified") or []))
     results = data.compare_results(run)
     sections = [Section("Summary", tables.summary_table(results), note)]
     for scope in ("subject", "category"):

@@ -37,3 +37,37 @@ def arc_ppl_suite(path: Path, *, name: str, seed: int, arc_n: int, ppl_n: int, a
         f"    margin: {arc_margin}\n  - harness: perplexity\n    data: alpaca_heldout\n    sample: {{n: {ppl_n}}}\n"
         f"    metric: token_perplexity\n    margin: {ppl_margin}\n")
     return path
+
+
+ADAPTER_METHODS = ("lora", "qlora", "dora", "ia3", "prompt_tuning", "dpo")
+
+
+def make_adapter(base_dir: Path, out: Path, method: str, *, seed: int = 0, scale: float = 0.0,
+                 manifest_base: dict | None = None) -> Path:
+    """An adapter with the PEFT config the fine-tuner builds for `method` (finetune.train.build_peft_config),
+    over a float32 base, written to `out`. scale=0 leaves the adapter's init (a no-op for LoRA, DoRA and
+    IA3; random virtual tokens for prompt tuning); scale>0 perturbs every adapter weight with seeded
+    noise of that size (IA3 scales and DoRA magnitudes multiplicatively), so the adapter changes scores."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from finetune.config import DataConfig, FinetuneConfig
+    from finetune.train import build_peft_config
+
+    cfg = FinetuneConfig(base=str(base_dir), method=method, output_dir=str(out), seed=seed,
+                         data=DataConfig(train="unused.jsonl"))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, build_peft_config(cfg))
+    if scale:
+        with torch.no_grad():
+            for name, w in peft_model.named_parameters():
+                if not w.requires_grad:
+                    continue
+                noise = torch.randn_like(w) * scale
+                w.copy_(w * (1 + noise) if ("ia3_" in name or "magnitude" in name) else w + noise)
+    peft_model.save_pretrained(out)
+    if manifest_base is not None:
+        (out / "harness_manifest.json").write_text(json.dumps({"base": manifest_base, "method": method}))
+    return out

@@ -66,18 +66,3 @@ def test_a_crash_keeps_finished_chunks_and_the_rerun_resumes(tmp_path):
     results = rerun.loglikelihood(_reqs(10))
     assert len(healthy.seen) == 4  # two chunks of 3 survived the crash
     assert [r.logprob for r in results] == [-2.0 * (i + 1) for i in range(10)]
-
-
-def test_before_first_miss_runs_once_before_computing_and_never_on_a_full_hit(tmp_path):
-    inner = CountingBackend()
-    calls: list[int] = []
-    hook = lambda: calls.append(len(inner.seen))  # noqa: E731  (how many requests were computed before it)
-    cached = CachedBackend(inner, ItemCache(tmp_path / "c.sqlite"), tag="t@1", show_progress=False,
-                           before_first_miss=hook)
-    cached.loglikelihood(_reqs(3))
-    cached.with_tag("t@2").loglikelihood(_reqs(3))  # copies share the hook: it ran already
-    assert calls == [0] and len(inner.seen) == 6
-    rerun = CachedBackend(inner, ItemCache(tmp_path / "c.sqlite"), tag="t@1", show_progress=False,
-                          before_first_miss=hook)
-    rerun.loglikelihood(_reqs(3))
-    assert calls == [0], "a fully cached call must not run the hook"

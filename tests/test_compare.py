@@ -84,12 +84,14 @@ def test_cli_exit_codes_pass_regression_and_error(tiny_model_dir, tmp_path, ppl_
 def test_a_task_that_cannot_be_scored_is_an_error_not_a_pass(tiny_model_dir, tmp_path, ppl_suite, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
-    (tmp_path / "bad.jsonl").write_text('{"body": "no text field here"}\n')
-    ppl_suite.write_text(ppl_suite.read_text() + "  - harness: perplexity\n    data: bad.jsonl\n"
-                         "    metric: token_perplexity\n    margin: 2.0\n")
+    # A bad data file is caught when the suite is validated (tests/test_faults.py); what fails only at
+    # run time is a golden set whose every prompt is longer than the tiny model's 256-token context.
+    (tmp_path / "long.jsonl").write_text(json.dumps({"id": "long", "prompt": "word " * 400}) + "\n")
+    ppl_suite.write_text(ppl_suite.read_text() + "  - harness: golden\n    data: long.jsonl\n"
+                         "    metric: check_pass_rate\n    max_new_tokens: 4\n")
     mild = make_lora(tiny_model_dir, tmp_path / "mild", seed=1, scale=1e-2)
     assert main(["compare", "--baseline", str(tiny_model_dir), "--candidate", f"{tiny_model_dir}+{mild}",
                  "--suite", str(ppl_suite)]) == 2
     out = capsys.readouterr().out
-    assert "not scored:" in out and "bad" in out and "verdict: ERROR" in out
+    assert "not scored:" in out and "item 'long'" in out and "verdict: ERROR" in out
     assert "log-probabilities equal the base's" not in out  # the mild adapter itself is applied and scored

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from harness.cli import main
+from harness.compare import is_perplexity
 from tests.helpers import arc_ppl_suite, make_lora
 
 pytestmark = pytest.mark.slow
@@ -15,7 +16,9 @@ def test_gate_catches_a_damaged_adapter_and_passes_a_mild_one(smollm2_dir, tmp_p
     suite = arc_ppl_suite(tmp_path / "gate.yaml", name="gate-real", seed=7, arc_n=40, ppl_n=30,
                           arc_margin=15.0, ppl_margin=10.0)
     mild = make_lora(smollm2_dir, tmp_path / "mild", seed=1, scale=2e-3)
-    damaged = make_lora(smollm2_dir, tmp_path / "damaged", seed=2, scale=0.1,
+    # Noise at scale 0.05 still scores (probes 0.3 nats/token worse); 0.1 is near a uniform guess,
+    # which the canary refuses as damaged before scoring (tests/test_faults.py, item 13).
+    damaged = make_lora(smollm2_dir, tmp_path / "damaged", seed=2, scale=0.05,
                         targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
     base = "smollm2-135m-instruct"
     assert main(["compare", "--baseline", base, "--candidate", f"{base}+{mild}", "--suite", str(suite),
@@ -26,5 +29,5 @@ def test_gate_catches_a_damaged_adapter_and_passes_a_mild_one(smollm2_dir, tmp_p
                  "--format", "json"]) == 1
     failed = json.loads(capsys.readouterr().out)
     assert failed["summary"]["verdict"] == "regression"
-    ppl = next(r for r in failed["results"] if r["metric"] == "perplexity")
+    ppl = next(r for r in failed["results"] if is_perplexity(r["metric"]))
     assert ppl["verdict"] == "fail" and ppl["candidate_value"] > ppl["baseline"]

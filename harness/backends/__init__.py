@@ -2,10 +2,16 @@
 
 `open_backend` is the one place that maps a backend name to a module; the
 modules themselves import torch, vLLM or openai only when opened.
+
+On vllm, an adapter vLLM cannot serve (IA3, prompt tuning, DoRA, or any option
+vLLM's validator rejects) is recognised from its adapter_config.json before any
+engine starts and scored on hf instead; the hf backend carries a one-line
+`notice` saying so, which runs record in their manifest.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import defaultdict
 from typing import Any, Iterator, Sequence
 
@@ -15,17 +21,22 @@ from harness.models import ResolvedModel, resolve
 from harness.settings import Settings
 
 BACKENDS = ("hf", "vllm", "openai")
+log = logging.getLogger(__name__)
 
 
 def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = "hf", **opts: Any) -> Backend:
     """Open a backend for one model reference.
 
     `kind` is hf, vllm or openai; an openai:MODEL@URL reference always uses
-    the openai backend. For several models on one vLLM engine, start a
-    harness.backends.vllm.VLLMServer and ask it for each model's backend.
+    the openai backend, and then options meant for hf or vllm (dtype, batch
+    size) are dropped: the endpoint runs its own weights. An adapter vLLM
+    cannot serve uses hf (with a notice). For several models on one vLLM
+    engine, use `open_models`.
     """
     resolved = ref if isinstance(ref, ResolvedModel) else resolve(settings, ref)
     if resolved.ref.kind == "openai":
+        if kind != "openai":
+            opts = {}
         kind = "openai"
     if kind == "hf":
         from harness.backends.hf import HFBackend
@@ -38,10 +49,33 @@ def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = "hf",
     if kind == "vllm":
         from harness.backends.vllm import VLLMServer
 
+        fallback = _hf_fallback(resolved, opts.get("max_model_len"))
+        if fallback is not None:
+            return fallback
         server = VLLMServer.start(settings, resolved.ref.base_ref() if resolved.adapter_path else resolved.ref,
                                   adapters=[resolved] if resolved.adapter_path else [], **opts)
         return server.backend(resolved, owns_server=True)
     raise HarnessError(f"backend '{kind}' unknown; choose {', '.join(BACKENDS)}")
+
+
+def _hf_fallback(m: ResolvedModel, max_model_len: int | None = None) -> Backend | None:
+    """An hf backend with a notice for an adapter vLLM would refuse; None if vLLM serves `m`.
+
+    hf runs at its own default dtype (float32 on CPU, the adapter merged where exact) and the
+    engine's context, as the hf delegate of a LoRA engine does, so these scores equal a LoRA engine's.
+    """
+    if m.adapter_path is None:
+        return None
+    from harness.backends.vllm import engine_max_model_len, vllm_refusal
+
+    reason = vllm_refusal(m.adapter_path)
+    if reason is None:
+        return None
+    from harness.backends.hf import HFBackend
+
+    notice = f"'{m.ref.raw}' scored on hf, not vllm: {reason}"
+    log.warning(notice)
+    return HFBackend(m, max_length=engine_max_model_len(m.base_path, max_model_len), notice=notice)
 
 
 @contextlib.contextmanager
@@ -50,7 +84,9 @@ def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: s
     """Backends for each distinct reference, keyed by the reference string, closed on exit.
 
     On vllm, references that share a base content hash share one engine (the
-    base and all its adapters); endpoints use the openai backend whatever
+    base and all its adapters that vLLM serves); adapters vLLM cannot serve are
+    scored on hf with a notice, and their base's log-likelihoods then go to hf
+    too, so both are scored alike. Endpoints use the openai backend whatever
     `kind` says. `opts` go to the engine (vllm) or to each backend (hf).
     """
     resolved = {}
@@ -64,13 +100,22 @@ def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: s
             from harness.backends.vllm import VLLMServer
 
             groups: dict[str, list[ResolvedModel]] = defaultdict(list)
+            on_hf: set[str] = set()  # base hashes with an adapter scored on hf
             for m in resolved.values():
-                if m.ref.kind != "openai":
+                if m.ref.kind == "openai":
+                    continue
+                fallback = _hf_fallback(m, (opts or {}).get("max_model_len"))
+                if fallback is not None:
+                    backends[m.ref.raw] = fallback
+                    closers.append(fallback.close)
+                    on_hf.add(m.base_hash)
+                else:
                     groups[m.base_hash].append(m)
-            for members in groups.values():
+            for base_hash, members in groups.items():
                 # Lazy: the engine starts at the first request the item cache cannot answer.
                 server = VLLMServer.start(settings, members[0].ref.base_ref(), lazy=True,
-                                          adapters=[m for m in members if m.adapter_path], **(opts or {}))
+                                          adapters=[m for m in members if m.adapter_path],
+                                          loglikelihood_via_hf=base_hash in on_hf, **(opts or {}))
                 closers.append(server.close)
                 for m in members:
                     backends[m.ref.raw] = server.backend(m)

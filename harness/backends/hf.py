@@ -55,7 +55,8 @@ def apply_adapter(model: Any, adapter_path: str, dtype: Any) -> Any:
     float32 the merged W + BA equals the unmerged sum to float32 rounding, so it is merged. In a
     16-bit dtype it is not: rounding W + BA to bfloat16 drops deltas below half a unit in the last
     place, which can make a mild adapter look like a no-op, so 16-bit adapters stay unmerged.
-    Adapters PEFT cannot merge (prompt tuning) stay unmerged too.
+    Adapters PEFT cannot merge (prompt tuning) stay unmerged too; `is_prompt_learning` says
+    how the scoring paths must treat their virtual tokens.
     """
     import torch
     from peft import PeftModel
@@ -70,12 +71,25 @@ def apply_adapter(model: Any, adapter_path: str, dtype: Any) -> Any:
         return model
 
 
+def is_prompt_learning(model: Any) -> bool:
+    """True for a PEFT prompt-learning adapter (prompt tuning, p-tuning, prefix tuning).
+
+    These put learned virtual tokens in front of every input (or into its KV cache), so the
+    logits have more positions than the input ids, a shared prefix's KV cache cannot be reused
+    (PEFT builds its own), and left padding would move the real tokens' positions (PEFT drops
+    position ids for them). LoRA, DoRA and IA3 change weights only.
+    """
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel) and bool(model.active_peft_config.is_prompt_learning)
+
+
 class HFBackend:
     name = "hf"
 
     def __init__(self, resolved: ResolvedModel, *, dtype: str = "auto", batch_size: int = 8,
                  max_length: int | None = None, truncation: str = "error", rolling_stride: int | None = None,
-                 device: str | None = None):
+                 device: str | None = None, notice: str | None = None):
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
@@ -84,6 +98,9 @@ class HFBackend:
         if truncation not in TRUNCATION:
             raise HarnessError(f"truncation '{truncation}' unknown; choose {', '.join(TRUNCATION)}")
         self.resolved = resolved
+        # Why this model is on hf although another backend was asked for (vLLM cannot serve its
+        # adapter); runs record it in their manifest. None when hf was chosen.
+        self.notice = notice
         self.identity = resolved.identity
         self.batch_size = batch_size
         self.truncation = truncation
@@ -111,6 +128,11 @@ class HFBackend:
             self._model = model.to(self.device).eval()
         return self._model
 
+    @property
+    def is_prompt_learning(self) -> bool:
+        """Whether the adapter adds virtual tokens (see `is_prompt_learning`); loads the weights."""
+        return is_prompt_learning(self.model)
+
     # --- scoring ------------------------------------------------------------------------
 
     def _score_rows(self, rows: list[ScoreRow]) -> list[tuple[float, bool]]:
@@ -129,7 +151,9 @@ class HFBackend:
                 ids[j, : len(rows[i].inputs)] = torch.tensor(rows[i].inputs)
                 mask[j, : len(rows[i].inputs)] = 1
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits  # (B, T, V)
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits  # (B, P+T, V)
+            # Prompt tuning prepends P virtual-token positions to the logits; input position t is at P + t.
+            logits = logits[:, logits.shape[1] - width:]  # (B, T, V)
             for j, i in enumerate(idx):
                 r = rows[i]
                 logp = logits[j, r.first: r.first + len(r.targets)].float().log_softmax(-1)  # (n, V)
@@ -171,9 +195,9 @@ class HFBackend:
         for i, (r, ids) in enumerate(zip(requests, encoded)):
             if len(ids) + r.max_new_tokens > self.max_length:
                 if self.truncation == "error":
-                    raise ContextTooLongError(
-                        f"generate request {i}: {len(ids)} prompt tokens + {r.max_new_tokens} new tokens exceed "
-                        f"max_length {self.max_length}")
+                    raise ContextTooLongError(  # the caller names the item: an index here means nothing to a user
+                        f"prompt of {len(ids)} tokens + {r.max_new_tokens} new tokens exceeds the model's context "
+                        f"of {self.max_length} tokens")
                 encoded[i] = ids[-(self.max_length - r.max_new_tokens):]
         results: list[Generation | None] = [None] * len(requests)
         # Batch only requests with the same sampling parameters; sampled requests
@@ -183,11 +207,14 @@ class HFBackend:
             solo = (i,) if (not r.is_greedy and r.seed is not None) else ()
             groups.setdefault((r.max_new_tokens, r.temperature, r.top_p, r.stop, r.seed, solo), []).append(i)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        # A prompt-learning adapter generates one prompt at a time: PEFT ignores position ids for
+        # its virtual tokens, so left padding would shift a padded prompt's positions.
+        batch_size = 1 if self.is_prompt_learning else self.batch_size
         for key, members in groups.items():
             r0 = requests[members[0]]
             members.sort(key=lambda i: -len(encoded[i]))
-            for b in range(0, len(members), self.batch_size):
-                idx = members[b: b + self.batch_size]
+            for b in range(0, len(members), batch_size):
+                idx = members[b: b + batch_size]
                 width = max(len(encoded[i]) for i in idx)
                 ids = torch.full((len(idx), width), pad, dtype=torch.long)
                 mask = torch.zeros_like(ids)

@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 
 from lm_eval.api.model import LM
 
-from harness.backends.base import Backend
-from harness.errors import SuiteError
+from harness.backends.base import Backend, call_per_item_on_overflow
+from harness.errors import ContextTooLongError, SuiteError
 from harness.records import GenerateRequest, LoglikelihoodRequest, RollingRequest
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class BackendLM(LM):
         self.backend = backend
 
     def loglikelihood(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        results = self.backend.loglikelihood([LoglikelihoodRequest(*r.args) for r in requests])
+        results = _naming_the_document(self.backend.loglikelihood, [LoglikelihoodRequest(*r.args) for r in requests],
+                                       requests)
         return [(r.logprob, r.is_greedy) for r in results]
 
     def loglikelihood_rolling(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[float]:
@@ -46,7 +47,23 @@ class BackendLM(LM):
 
     def generate_until(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[str]:
         reqs = [generate_request_from_lmeval(*r.args) for r in requests]
-        return [g.text for g in self.backend.generate(reqs)]
+        return [g.text for g in _naming_the_document(self.backend.generate, reqs, requests)]
+
+
+def _naming_the_document(method: Callable[[list[Any]], list[Any]], reqs: list[Any], instances: Sequence[Any]) -> list[Any]:
+    """method(reqs); a request too long for the context fails the task with a message naming its
+    document (lm-eval scores every request of a task, so the task cannot go on without it)."""
+    try:
+        return method(reqs)
+    except ContextTooLongError:
+        # Find the culprit; the batches that fit are answered (and cached) on the way.
+        found = call_per_item_on_overflow(method, reqs)
+        bad = [i for i, r in enumerate(found) if isinstance(r, Exception)]
+        if not bad:
+            return found
+        k = bad[0]
+        raise ContextTooLongError(f"{getattr(instances[k], 'task_name', 'task')} document "
+                                  f"{getattr(instances[k], 'doc_id', '?')}: {found[k]}") from None
 
 
 def generate_request_from_lmeval(context: str, gen_kwargs: dict[str, Any]) -> GenerateRequest:

@@ -49,16 +49,16 @@ class LMTokenizer:
     def loglikelihood_row(self, i: int, context: str, continuation: str) -> ScoreRow:
         """The forward pass for request i; too-long inputs are an error or cut on the left, per policy."""
         ctx, cont = self.encode_pair(context, continuation)
-        where = f"loglikelihood request {i}"
+        # Messages carry no request index: callers name the item (an index in a batch means nothing to a user).
         if not cont:
-            raise ContextTooLongError(f"{where}: empty continuation")  # nothing to score
+            raise ContextTooLongError("empty continuation")  # nothing to score
         if len(cont) > self.max_length:
-            raise ContextTooLongError(f"{where}: continuation of {len(cont)} tokens exceeds max_length {self.max_length}")
+            raise ContextTooLongError(f"continuation of {len(cont)} tokens exceeds max_length {self.max_length}")
         inputs = (ctx + cont)[:-1]
         if len(inputs) > self.max_length:
             if self.truncation == "error":
                 raise ContextTooLongError(
-                    f"{where}: {len(inputs) + 1} tokens exceed the model's max_length {self.max_length}; "
+                    f"context and continuation of {len(inputs) + 1} tokens exceed the model's max_length {self.max_length}; "
                     "shorten it, raise max_length, or choose truncation='left' (recorded in the run)")
             inputs = inputs[-self.max_length:]
         return ScoreRow(i, inputs, len(inputs) - len(cont), cont)

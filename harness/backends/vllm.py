@@ -18,7 +18,12 @@ shared-prefix scorer over it: `loglikelihood_delegate`,
 harness.mc_scorer.with_shared_prefix). The adapter-applied canary still
 reads vLLM's own adapter log-probabilities, through `probe_loglikelihood`,
 which sends one request at a time. An engine started without LoRA (a base or
-a merged checkpoint) scores loglikelihood itself, concurrently.
+a merged checkpoint) scores loglikelihood itself, concurrently, unless some
+adapter of its base is scored on hf (`loglikelihood_via_hf`).
+
+Adapters vLLM cannot serve (IA3, prompt tuning, DoRA, LoRA bias, ...) are
+recognised from adapter_config.json by `vllm_refusal` before any engine
+starts; harness.backends.open_models scores them on hf instead.
 """
 from __future__ import annotations
 
@@ -39,8 +44,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from harness.backends.hf import dtype_name
 from harness.backends.tokenization import LMTokenizer, ScoreRow
-from harness.errors import BackendError, HarnessError
-from harness.models import ResolvedModel, resolve
+from harness.errors import BackendError, ContextTooLongError, HarnessError
+from harness.models import ResolvedModel, read_adapter_config, resolve
 from harness.modelref import ModelRef
 from harness.records import (
     GenerateRequest,
@@ -69,6 +74,41 @@ def adapter_name(resolved: ResolvedModel) -> str:
     """A stable served name for an adapter: its content hash, shortened."""
     assert resolved.adapter_hash is not None
     return "adapter-" + resolved.adapter_hash.removeprefix("sha256:")[:12]
+
+
+def engine_max_model_len(base_path: str, requested: int | None = None) -> int:
+    """The context an engine for this base gets: `requested`, else the model's, at most MAX_MODEL_LEN_CAP."""
+    if requested is not None:
+        return requested
+    config = json.loads((Path(base_path) / "config.json").read_text())
+    return min(int(config.get("max_position_embeddings") or 2048), MAX_MODEL_LEN_CAP)
+
+
+def _served_rank(rank: int) -> int:
+    """The --max-lora-rank vLLM is started with for an adapter of this rank (vLLM accepts only these)."""
+    return next((r for r in _LORA_RANKS if r >= rank), rank)
+
+
+def vllm_refusal(adapter_path: Path) -> str | None:
+    """Why vLLM would refuse to serve this adapter, in vLLM's own words (one line), or None.
+
+    Read from adapter_config.json, before any engine starts: vLLM serves LoRA adapters only
+    (not IA3 or prompt tuning), and its own PEFTHelper rejects LoRA options it lacks (DoRA,
+    LoRA bias, modules_to_save, PiSSA-style inits, ...). Asking vLLM's validator rather than
+    listing the options here keeps the answer right as vLLM adds support.
+    """
+    cfg = read_adapter_config(adapter_path)
+    if cfg.get("peft_type") != "LORA":
+        return f"vLLM serves LoRA adapters only, and this is a {cfg.get('peft_type')} adapter"
+    from vllm.config.lora import LoRAConfig
+    from vllm.lora.peft_helper import PEFTHelper
+
+    try:
+        helper = PEFTHelper.from_dict(cfg)
+        helper.validate_legal(LoRAConfig(max_lora_rank=_served_rank(max([helper.r, *helper.rank_pattern.values()]))))
+    except (ValueError, TypeError) as e:  # pydantic's ValidationError is a ValueError
+        return " ".join(str(e).split())
+    return None
 
 
 def cpu_thread_binding(environ: Mapping[str, str], cpus: Sequence[int] | None = None) -> dict[str, str]:
@@ -105,7 +145,7 @@ class VLLMServer:
     """A running vLLM server; ask it for one backend per model it serves."""
 
     def __init__(self, argv: list[str], base: ResolvedModel, adapters: dict[str, ResolvedModel], log_path: Path,
-                 options: dict[str, Any], startup_timeout_s: float):
+                 options: dict[str, Any], startup_timeout_s: float, loglikelihood_via_hf: bool = False):
         self.argv = argv  # the command without --port, chosen at launch
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
@@ -116,6 +156,10 @@ class VLLMServer:
         self.options = options
         self.startup_timeout_s = startup_timeout_s
         self.has_lora = bool(adapters)
+        # Log-likelihoods of every served model go to in-process hf: forced on a LoRA engine (see
+        # the module docstring), asked for when adapters of this base are scored on hf, so that the
+        # base and its adapters are scored alike.
+        self.loglikelihood_via_hf = self.has_lora or loglikelihood_via_hf
         self._closed = False
         self._probe_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -125,7 +169,7 @@ class VLLMServer:
     def start(cls, settings: Settings, base: ModelRef | str | ResolvedModel, adapters: Sequence[ResolvedModel | str] = (),
               *, dtype: str = "bfloat16", max_model_len: int | None = None, kv_cache_gib: float = 1.0,
               startup_timeout_s: float = 600, log_path: Path | None = None, max_concurrency: int = 16,
-              extra_args: Sequence[str] = (), lazy: bool = False) -> "VLLMServer":
+              extra_args: Sequence[str] = (), lazy: bool = False, loglikelihood_via_hf: bool = False) -> "VLLMServer":
         """Start `python -m vllm.entrypoints.openai.api_server` for a base and its adapters; wait for health.
 
         With `lazy`, the engine starts at the first request instead, so work
@@ -134,6 +178,7 @@ class VLLMServer:
         server exits or is not healthy within `startup_timeout_s`.
         `max_model_len` defaults to the model's context, at most 8192 tokens
         (MMLU 5-shot prompts reach 2,700; the hf backend allows the full context).
+        An adapter vLLM would refuse (`vllm_refusal`) is a HarnessError here, before any start.
         """
         base_r = base if isinstance(base, ResolvedModel) else resolve(settings, base)
         if base_r.ref.kind == "openai":
@@ -143,10 +188,12 @@ class VLLMServer:
         for a in resolved:
             if a.adapter_path is None or a.base_hash != base_r.base_hash:
                 raise HarnessError(f"'{a.ref.raw}' is not an adapter of '{base_r.ref.raw}'; one engine serves one base")
+            reason = vllm_refusal(a.adapter_path)
+            if reason:
+                raise HarnessError(f"'{a.ref.raw}': vLLM cannot serve this adapter ({reason}); score it with "
+                                   "--backend hf, or merge it with 'harness finetune merge'")
             served[adapter_name(a)] = a
-        if max_model_len is None:
-            config = json.loads((Path(base_r.base_path) / "config.json").read_text())
-            max_model_len = min(int(config.get("max_position_embeddings") or 2048), MAX_MODEL_LEN_CAP)
+        max_model_len = engine_max_model_len(base_r.base_path, max_model_len)
         log_path = log_path or settings.home / "logs" / f"vllm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_SERVER_SEQ)}.log"
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base_r.base_path,
                "--served-model-name", "base", "--host", "127.0.0.1", "--dtype", dtype,
@@ -158,13 +205,13 @@ class VLLMServer:
         if served:
             ranks = [json.loads((a.adapter_path / "adapter_config.json").read_text()).get("r", 8)  # type: ignore[operator]
                      for a in served.values()]
-            max_rank = next((r for r in _LORA_RANKS if r >= max(ranks)), max(ranks))
+            max_rank = _served_rank(max(ranks))
             cmd += ["--enable-lora", "--max-lora-rank", str(max_rank), "--max-loras", str(len(served)),
                     "--lora-modules", *[f"{name}={a.adapter_path}" for name, a in served.items()]]
         cmd += list(extra_args)
         server = cls(cmd, base_r, served, log_path,
                      {"dtype": dtype, "max_model_len": max_model_len, "max_concurrency": max_concurrency},
-                     startup_timeout_s)
+                     startup_timeout_s, loglikelihood_via_hf=loglikelihood_via_hf)
         if not lazy:
             server.ensure_started()
         return server
@@ -308,8 +355,8 @@ class VLLMBackend:
         self.lm_tok = LMTokenizer(AutoTokenizer.from_pretrained(resolved.base_path, trust_remote_code=False),
                                   self.max_length)
         self.scoring_params = {"dtype": server.options["dtype"], "max_length": self.max_length,
-                               "loglikelihood_via": "hf" if server.has_lora else "vllm"}
-        if server.has_lora:
+                               "loglikelihood_via": "hf" if server.loglikelihood_via_hf else "vllm"}
+        if server.loglikelihood_via_hf:
             # The delegate runs in hf's own default dtype (float32 on CPU: faster there, and its
             # adapters merge exactly), not the engine's; harness.backends.hf.pick_dtype says why.
             self.scoring_params["hf_dtype"] = dtype_name("auto")
@@ -339,6 +386,12 @@ class VLLMBackend:
         except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as e:
             self.server.check_alive(grace_s=3)  # raises with the log if the server died
             raise BackendError(f"vLLM server on port {self.server.port} failed a request: {e}") from e
+        except openai.BadRequestError as e:
+            # vLLM refuses a prompt longer than max_model_len with a 400; the caller names the item.
+            if "context" in str(e).lower() or "maximum" in str(e).lower():
+                raise ContextTooLongError(f"vLLM refused a prompt as too long for max_model_len "
+                                          f"{self.max_length}: {e}") from e
+            raise BackendError(f"vLLM server on port {self.server.port} refused a request: {e}") from e
 
     # --- generation -------------------------------------------------------------------------
 
@@ -367,24 +420,25 @@ class VLLMBackend:
         if self._hf is None:
             from harness.backends.hf import HFBackend
 
-            log.info("vLLM engine has LoRA enabled: scoring log-likelihoods of '%s' with the hf backend "
-                     "(see harness.backends.vllm docstring)", self.resolved.ref.raw)
+            log.info("scoring log-likelihoods of '%s' with the hf backend (see harness.backends.vllm docstring)",
+                     self.resolved.ref.raw)
             self._hf = HFBackend(self.resolved, dtype=self.scoring_params["hf_dtype"], max_length=self.max_length)
         return self._hf
 
     def loglikelihood_delegate(self) -> Any:
-        """The hf backend that scores this model's loglikelihoods on a LoRA engine, else None."""
-        return self._hf_delegate() if self.server.has_lora else None
+        """The hf backend that scores this model's loglikelihoods (a LoRA engine, or one whose
+        base has adapters scored on hf), else None."""
+        return self._hf_delegate() if self.server.loglikelihood_via_hf else None
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
-        if self.server.has_lora:
+        if self.server.loglikelihood_via_hf:
             return self._hf_delegate().loglikelihood(requests)
         rows = [self.lm_tok.loglikelihood_row(i, r.context, r.continuation) for i, r in enumerate(requests)]
         return [LoglikelihoodResult(logprob=lp, is_greedy=g, n_tokens=len(row.targets))
                 for row, (lp, g) in zip(rows, self._map(self._prompt_logprobs, rows))]
 
     def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[RollingResult]:
-        if self.server.has_lora:
+        if self.server.loglikelihood_via_hf:
             return self._hf_delegate().loglikelihood_rolling(requests)
         counts, rows = [], []
         for doc, r in enumerate(requests):
