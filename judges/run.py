@@ -274,6 +274,11 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
                 "wall_s": round(time.time() - t0, 1),
             }
             agg["unverified"] = unverified(canaries)
+            if agg["unverified"] and "headline" in agg:
+                # A skipped canary leaves the candidate's (or judge's) adapter untested: no win rate stands on it.
+                head = agg["headline"]
+                agg["headline"] = {**head, "status": "undetermined", "reasons": [
+                    *head["reasons"], *(f"adapter unverified: {u}" for u in agg["unverified"])]}
     finally:
         cache.close()
     extra = {"injection.jsonl": "".join(json.dumps(r, sort_keys=True) + "\n" for r in injection_rows)} if injection_rows else {}

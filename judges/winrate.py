@@ -114,7 +114,7 @@ def win_rate_entry(candidate: str, judge_ref: str, agg: dict[str, Any]) -> dict[
             "calibrated_win_rate": (agg.get("calibrated_win_rate") or {}).get("win_rate"),
             "verdict_mode": head.get("mode"), "headline_win_rate": head.get("win_rate"),
             "status": head.get("status"), "reasons": head.get("reasons", []),
-            "validation": agg.get("validation"),
+            "validation": agg.get("validation"), "unverified": agg.get("unverified", []),
             "reference_metric": metric, "reference_epsilon": EPSILON.get(metric or "", math.nan),
             "reference_win_rate": (ref.get(metric) or {}).get("win_rate") if metric else None,
             "reference_counts": {k: (ref.get(metric) or {}).get(k) for k in ("n_wins", "n_ties", "n_losses",

@@ -295,6 +295,55 @@ def test_compare_text_says_the_win_rate_is_not_gated():
            "interval [50.0%, 100.0%]" in text
 
 
+def test_an_undetermined_judge_or_an_unverified_adapter_prints_no_interval():
+    """A judge whose orders disagree can still give a wide, non-zero interval: it is withheld all the
+    same, in the compare text and the report table, and an unverified adapter withholds the reference's."""
+    import pandas as pd
+
+    from harness.cli_compare import format_text
+    from harness.store import Run
+    from reports.tables import win_rate_table
+
+    est = {"value": 0.6, "lo": 0.4, "hi": 0.8, "n": 5, "confidence": 0.95}
+    entry = {"candidate": "c", "judge": "j", "n_prompts": 5, "win_rate": est, "lc_win_rate": {"value": 0.6},
+             "n_wins": 2, "n_ties": 2, "n_losses": 1, "n_invalid": 0, "n_disagreements": 3,
+             "position_consistency": 0.4, "verdict_mode": "discrete", "status": "undetermined",
+             "reasons": ["position consistency 40% is below 50%", "adapter unverified: c: skipped"],
+             "validation": None, "unverified": ["c: skipped"], "reference_metric": "rouge_l",
+             "reference_epsilon": 0.01, "reference_win_rate": {**est, "value": 0.7},
+             "reference_counts": {"n_wins": 3, "n_ties": 1, "n_losses": 1, "n_unscored": 0}}
+    run = Run(kind="compare", manifest={"confidence": 0.95},
+              aggregates={"results": [], "win_rates": [entry], "summary": {"verdict": "error"}, "failures": []})
+    text = format_text(run)
+    assert "60.0%  (no interval: the judge's win rate is undetermined" in text and "[40.0%, 80.0%]" not in text
+    assert "70.0%  (no interval: unverified adapter (c: skipped))" in text
+    row = {"candidate": "c", "judge": "j", "n_prompts": 5, "status": "undetermined", "reasons": "…",
+           "verdict_mode": "discrete", "confidence": 0.95, "n_wins": 2, "n_ties": 2, "n_losses": 1, "n_invalid": 0,
+           "n_disagreements": 3, "position_consistency": 0.4, "first_position_win_rate": 0.8,
+           "injection_flip_rate": None, "headline_win_rate": 0.6, "headline_win_rate_lo": 0.4,
+           "headline_win_rate_hi": 0.8, **{f"{c}{s}": v for c in ("win_rate", "lc_win_rate")
+                                           for s, v in (("", 0.6), ("_lo", 0.4), ("_hi", 0.8))}}
+    table = win_rate_table(pd.DataFrame([row, {**row, "candidate": "d", "status": "determined"}]))
+    assert list(table["judge win rate % [interval]"]) == ["60.0 (undetermined: no interval)", "60.0 [40.0, 80.0]"]
+    assert table["LC win rate % [interval]"][0] == "60.0 (undetermined: no interval)"
+
+
+def test_a_judge_run_without_the_canary_is_undetermined(cli_env, always_first_judge, tmp_path, capsys):
+    from harness.cli import main
+    from harness.store import list_runs, load_run
+    from tests.helpers import make_lora
+
+    lora = make_lora(Path(cli_env["candidate"]), tmp_path / "lora", seed=1, scale=1e-2)
+    assert main(["judge", "--golden", str(cli_env["golden"]), "--candidate", f"{cli_env['candidate']}+{lora}",
+                 "--baseline", cli_env["candidate"], "--judge", always_first_judge, "--backend", "hf",
+                 "--max-new-tokens", "4", "--no-canary", "--no-embeddings", "--no-injection-probe"]) == 0
+    out = capsys.readouterr().out
+    assert "adapter unverified:" in out and "(no interval: unverified adapter" in out
+    (row,) = list_runs(cli_env["runs"], kind="judge")
+    head = load_run(cli_env["runs"], row["run_id"]).aggregates["headline"]
+    assert head["status"] == "undetermined" and any(r.startswith("adapter unverified: ") for r in head["reasons"])
+
+
 def test_calibrated_probabilities_come_from_both_orders_of_the_stored_label_probabilities():
     from judges.pairwise import Game, PairJudgment
     from judges.winrate import candidate_probabilities
