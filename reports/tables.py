@@ -14,6 +14,7 @@ import pandas as pd
 from harness.compare import is_perplexity
 
 DASH = "—"
+REFERENCE_NAMES = {"embedding_similarity": "MiniLM cosine to the ideal", "rouge_l": "ROUGE-L to the ideal"}
 
 
 def _ok(x: Any) -> bool:
@@ -89,15 +90,49 @@ def perplexity_table(results: pd.DataFrame) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
+def _pct_interval(value: Any, lo: Any, hi: Any, undetermined: bool = False) -> str:
+    """A win rate in % with its interval; a zero-width interval is shown as none, since it measures nothing,
+    and so is the interval of an undetermined judge (judges.trust), whose numbers are kept but not a preference.
+
+    >>> _pct_interval(0.5, 0.5, 0.5)
+    '50.0 (zero-width interval: no information)'
+    >>> _pct_interval(0.6, 0.5, 0.7, undetermined=True)
+    '60.0 (undetermined: no interval)'
+    """
+    if _ok(value) and undetermined:
+        return f"{value * 100:.1f} (undetermined: no interval)"
+    if _ok(value) and _ok(lo) and lo == hi:
+        return f"{value * 100:.1f} (zero-width interval: no information)"
+    return fmt_interval(value, lo, hi, scale=100, signed=False)
+
+
 def win_rate_table(wins: pd.DataFrame) -> pd.DataFrame:
     """Win rate and length-controlled win rate with intervals (in %), counts and judge diagnostics."""
     if wins.empty:
         return pd.DataFrame()
-    pct = lambda c: [fmt_interval(v, lo, hi, scale=100, signed=False)  # noqa: E731
-                     for v, lo, hi in zip(wins[c], wins[f"{c}_lo"], wins[f"{c}_hi"])]
+    for col in ("status", "verdict_mode", "reasons", "validation", "reference_metric", "headline_win_rate",
+                "headline_win_rate_lo", "headline_win_rate_hi", "reference_win_rate", "reference_win_rate_lo",
+                "reference_win_rate_hi"):
+        if col not in wins:  # frames built before these columns existed
+            wins = wins.assign(**{col: None})
+    undetermined = wins["status"].eq("undetermined")
+    pct = lambda c: [_pct_interval(v, lo, hi, u)  # noqa: E731
+                     for v, lo, hi, u in zip(wins[c], wins[f"{c}_lo"], wins[f"{c}_hi"], undetermined)]
     return pd.DataFrame({
         "candidate": wins["candidate"], "judge": wins["judge"], "prompts": wins["n_prompts"],
-        "win rate % [interval]": pct("win_rate"), "LC win rate % [interval]": pct("lc_win_rate"),
+        # The status comes first: an undetermined judge win rate must not be read as a preference.
+        "judge win rate status": wins["status"].fillna(DASH), "why": wins["reasons"].fillna(""),
+        "mode": wins["verdict_mode"].fillna("discrete"),
+        "judge win rate % [interval]": [_pct_interval(v, lo, hi, u) if _ok(v) else w
+                                        for v, lo, hi, u, w in zip(wins["headline_win_rate"], wins["headline_win_rate_lo"],
+                                                                   wins["headline_win_rate_hi"], undetermined,
+                                                                   pct("win_rate"))],
+        "reference win rate % [interval] (no judge)": [
+            _pct_interval(v, lo, hi) + (f" ({REFERENCE_NAMES.get(m, m)})" if _ok(v) else "")
+            for v, lo, hi, m in zip(wins["reference_win_rate"], wins["reference_win_rate_lo"],
+                                    wins["reference_win_rate_hi"], wins["reference_metric"])],
+        "judge agrees with people": wins["validation"].fillna("not validated"),
+        "discrete win rate % [interval]": pct("win_rate"), "LC win rate % [interval]": pct("lc_win_rate"),
         "level": wins["confidence"].map(_level),
         "W / T / L": [f"{w} / {t} / {l}" for w, t, l in zip(wins["n_wins"], wins["n_ties"], wins["n_losses"])],
         "invalid": wins["n_invalid"], "order disagreements": wins["n_disagreements"],

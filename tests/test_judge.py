@@ -324,7 +324,10 @@ def test_harness_judge_cli_tiny_model(tmp_path, tiny_model_dir, smollm2_tokenize
             "--judge", str(tiny_model_dir), "--backend", "hf", "--max-new-tokens", "6", "--limit", "2"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "win rate" in out and "95% interval" in out and "LC win rate" in out and "injection probe" in out
+    assert "win rate" in out and "LC win rate" in out and "injection probe" in out
+    # Two prompts from a random judge: an interval where the scores vary, else the reason there is none.
+    assert "95% interval" in out or "no interval: zero-width" in out
+    assert "calibrated win rate" in out and "reference win rate (MiniLM embedding cosine" in out
     (row,) = list_runs(tmp_path / "runs", kind="judge")
     run = load_run(tmp_path / "runs", row["run_id"])
     assert len(run.items) == 2 and all(len(r["games"]) == 2 for r in run.items)
