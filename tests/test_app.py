@@ -75,8 +75,9 @@ def test_compare_view_shows_summary_forgetting_perplexity_win_rates_and_trend(st
     charts = at.get("vega_lite_chart")
     assert len(charts) >= 4  # subject, category, perplexity, trend
     frames = [d.value for d in at.dataframe]
-    wins = next(f for f in frames if "win rate % [interval]" in f.columns)
-    assert len(wins) == 2 and {"position consistency", "LC win rate % [interval]"} <= set(wins.columns)
+    wins = next(f for f in frames if "judge win rate % [interval]" in f.columns)
+    assert len(wins) == 2 and {"position consistency", "LC win rate % [interval]", "judge win rate status",
+                               "reference win rate % [interval] (no judge)"} <= set(wins.columns)
     regressions = frames[-1]
     assert regressions["regression"].iloc[0] >= regressions["regression"].iloc[-1]
     # Narrowing to one candidate narrows every table.
