@@ -62,7 +62,7 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     print(f"   ({time.time() - t:.0f}s)")
 
     t = _step(3, f"validate the local judge on {hh_pairs} HH-RLHF pairs people labelled (both orders)")
-    validation = _validate_judge(settings, hh_pairs)
+    _validate_judge(settings, hh_pairs)
     print(f"   ({time.time() - t:.0f}s)")
 
     t = _step(4, f"serve base + adapter on one vLLM engine; suite '{suite}', win rates on {golden_limit} held-out "
@@ -75,7 +75,6 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
 
     _step(5, "summary")
     print(format_text(compare))
-    print(validation)
     for w in compare.aggregates["win_rates"]:
         print(meaning(w))
     _step(6, "stored")
@@ -86,8 +85,9 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     return 0
 
 
-def _validate_judge(settings: Settings, n_pairs: int) -> str:
-    """Validate the local judge in-process (hf) on short HH pairs and store the run; returns its report."""
+def _validate_judge(settings: Settings, n_pairs: int) -> None:
+    """Validate the local judge in-process (hf) on short HH pairs, store the run and print its report
+    (the summary's win rate then carries this validation)."""
     from harness.store import write_run
     from judges.cli_validate import format_validation
     from judges.validate import ValidateConfig, run_validation
@@ -97,7 +97,6 @@ def _validate_judge(settings: Settings, n_pairs: int) -> str:
     write_run(settings.runs_dir, run)
     report = format_validation(run.aggregates, cfg)
     print("\n".join("   " + line for line in report.splitlines()))
-    return report
 
 
 def meaning(w: dict) -> str:

@@ -39,8 +39,8 @@ class Assessment:
         return {"status": self.status, "reasons": list(self.reasons)}
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
+def _pct(x: float, digits: int = 0) -> str:
+    return f"{100 * x:.{digits}f}%"
 
 
 def describe_agreement(est: dict[str, Any], n_pairs: int, source: str) -> str:
@@ -49,8 +49,10 @@ def describe_agreement(est: dict[str, Any], n_pairs: int, source: str) -> str:
         return f"judge agreement with people unknown: no valid verdict on {n_pairs} {source} pairs"
     if est["lo"] == est["hi"]:  # a zero-width interval is no measurement: say so rather than print [x, x]
         return f"judge agrees with people on {_pct(est['value'])} of {n_pairs} {source} pairs (no interval: zero-width)"
-    return (f"judge agrees with people on {_pct(est['value'])} [{_pct(est['lo'])}, {_pct(est['hi'])}] "
-            f"of {n_pairs} {source} pairs")
+    # Whole percents, unless rounding would print a narrow interval as [50%, 50%], which reads as certainty.
+    digits = 0 if round(100 * est["lo"]) != round(100 * est["hi"]) else 1
+    return (f"judge agrees with people on {_pct(est['value'], digits)} [{_pct(est['lo'], digits)}, "
+            f"{_pct(est['hi'], digits)}] of {n_pairs} {source} pairs")
 
 
 def _finite(x: Any) -> bool:

@@ -19,7 +19,7 @@ import pytest
 from harness import stats
 from judges.config import load_judge_config
 from judges.judge import Judge
-from judges.trust import assess_injection, assess_win_rate
+from judges.trust import assess_injection, assess_win_rate, describe_agreement
 from judges.validate import ValidationPair, load_hh_pairs, load_pairs_file, validate_judge
 from tests.test_judge import ScriptedJudge, blocks, render
 
@@ -86,6 +86,8 @@ def test_win_rate_is_undetermined_for_position_bias_chance_agreement_or_no_varia
     chance = assess_win_rate(EST, 0.8, _validation(0.47, 0.55), mode="calibrated", judge_ref="J")
     assert chance.status == "undetermined"
     assert "judge agrees with people on 51% [47%, 55%] of 200 HH pairs" in chance.reasons[0]
+    narrow = {"value": 0.5002, "lo": 0.499, "hi": 0.502, "n": 16, "confidence": 0.95}
+    assert "agrees with people on 50.0% [49.9%, 50.2%] of 16" in describe_agreement(narrow, 16, "HH")
     assert "includes chance (50%)" in chance.reasons[0]
     flat = assess_win_rate({**EST, "value": 0.5, "lo": 0.5, "hi": 0.5}, 0.8, None, mode="discrete", judge_ref="J")
     assert flat.status == "undetermined" and flat.reasons[0].startswith("zero-width interval")
