@@ -50,18 +50,23 @@ def _row(r: sqlite3.Row) -> dict[str, Any]:
 
 def find_passed(runs_dir: Path, key: CanaryKey) -> dict[str, Any] | None:
     """The passing record for `key`, or None (no row, or the latest outcome was a refusal)."""
+    rows = _select(runs_dir, "SELECT * FROM canaries WHERE base_hash=? AND adapter_hash=? AND backend=? AND version=?",
+                   tuple(key))
+    return _row(rows[0]) if rows and rows[0]["outcome"] == "passed" else None
+
+
+def _select(runs_dir: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+    """Rows of a query on the records; none when there are no records yet."""
     if not (runs_dir / FILENAME).is_file():
-        return None
+        return []
     db = _connect(runs_dir)
     try:
         db.row_factory = sqlite3.Row
-        r = db.execute("SELECT * FROM canaries WHERE base_hash=? AND adapter_hash=? AND backend=? AND version=?",
-                       tuple(key)).fetchone()
+        return db.execute(sql, params).fetchall()
     except sqlite3.Error as e:
         raise HarnessError(f"{runs_dir / FILENAME}: cannot read the adapter canary records: {e}") from e
     finally:
         db.close()
-    return _row(r) if r is not None and r["outcome"] == "passed" else None
 
 
 def record(runs_dir: Path, key: CanaryKey, *, outcome: str, figures: dict[str, float], thresholds: dict[str, float],
@@ -83,14 +88,5 @@ def record(runs_dir: Path, key: CanaryKey, *, outcome: str, figures: dict[str, f
 
 def list_records(runs_dir: Path) -> list[dict[str, Any]]:
     """Every record, newest first, with its key and reference (for inspection and tests)."""
-    if not (runs_dir / FILENAME).is_file():
-        return []
-    db = _connect(runs_dir)
-    try:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM canaries ORDER BY checked_utc DESC").fetchall()
-    except sqlite3.Error as e:
-        raise HarnessError(f"{runs_dir / FILENAME}: cannot read the adapter canary records: {e}") from e
-    finally:
-        db.close()
+    rows = _select(runs_dir, "SELECT * FROM canaries ORDER BY checked_utc DESC")
     return [{**_row(r), "base_hash": r["base_hash"], "adapter_hash": r["adapter_hash"], "ref": r["ref"]} for r in rows]

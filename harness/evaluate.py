@@ -67,8 +67,9 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
     """Evaluate `model` (an open Backend, or a model reference to open and close) on `suite`.
 
     `task_manager` is what `check_suite_tasks` returned, for callers that checked the suite's
-    task names before loading models; without it the names are checked here. `limit` caps the documents per subject (leaf task) after the suite's own
-    sampling, from the front of the same seeded order. Returns an unsaved Run
+    task names before loading models; without it the names are checked here. `limit` caps the
+    documents per subject (leaf task) after the suite's own sampling, from the front of the
+    same seeded order. Returns an unsaved Run
     of kind "eval": one item row per scored document per task, aggregates per
     task, subject and category, and a manifest with the model's hashes, the
     suite (name, version, file hash, seed) and the scoring parameters.

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from harness.settings import Settings
@@ -69,32 +68,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
-def _interval(est: dict[str, Any], level: str, withheld: str | None = None) -> str:
-    """'95% interval [a, b]', or why there is none: a zero-width interval is not a measurement, and
-    an undetermined judge's interval is withheld (`withheld` says why)."""
-    from judges.trust import degenerate_interval
-
-    why = withheld or degenerate_interval(est)
-    return f"(no interval: {why})" if why else f"{level} interval [{_pct(est['lo'])}, {_pct(est['hi'])}]"
-
-
 def format_report(agg: dict[str, Any], cfg: Any) -> str:
     """Display only: formats the aggregates run_judge computed."""
-    from judges.display import injection_line, judge_run_lines, withheld_reason
+    from judges.display import injection_line, interval_text, judge_run_lines, withheld_reason
+    from judges.display import pct as _pct
 
     w, lc = agg["win_rate"], agg["lc_win_rate"]
     withheld = withheld_reason(agg.get("headline"))
     est = w["win_rate"]
-    level = f"{100 * est['confidence']:g}%"
     lines = [
         f"judge {agg['judge']['name']}@{agg['judge']['version']} ({cfg.judge}): {cfg.candidate} vs {cfg.baseline}",
-        f"  win rate         {_pct(est['value'])}  {_interval(est, level, withheld)}  over {est['n']} prompts (discrete "
+        f"  win rate         {_pct(est['value'])}  {interval_text(est, withheld)}  over {est['n']} prompts (discrete "
         f"verdicts; ties count 0.5)",
-        f"  LC win rate      {_pct(lc['lc_win_rate']['value'])}  {_interval(lc['lc_win_rate'], level, withheld)}  "
+        f"  LC win rate      {_pct(lc['lc_win_rate']['value'])}  {interval_text(lc['lc_win_rate'], withheld)}  "
         f"length coef {lc['length_coef']:+.3g}",
         f"  wins/ties/losses {w['n_wins']}/{w['n_ties']}/{w['n_losses']}  "
         f"(orders disagreed, counted as ties: {w['n_disagreements']})",

@@ -26,13 +26,17 @@ def withheld_reason(head: dict[str, Any] | None) -> str | None:
     return None
 
 
+def interval_text(est: dict[str, Any], withheld: str | None = None) -> str:
+    """'95% interval [48.0%, 60.1%]', or '(no interval: why)': a zero-width or missing interval is not a
+    measurement, and `withheld` (withheld_reason) says why an undetermined judge's interval is not shown."""
+    why = withheld or degenerate_interval(est)
+    return f"(no interval: {why})" if why else f"{100 * est['confidence']:g}% interval [{pct(est['lo'])}, {pct(est['hi'])}]"
+
+
 def fmt_estimate(est: dict[str, Any], unit: str = "prompts", withheld: str | None = None) -> str:
     """'54.2%  95% interval [48.0%, 60.1%] over 16 prompts', or the value with why it has no interval."""
-    why = withheld or degenerate_interval(est)
-    if why:
-        return f"{pct(est.get('value'))}  (no interval: {why})"
-    return (f"{pct(est['value'])}  {100 * est['confidence']:g}% interval [{pct(est['lo'])}, {pct(est['hi'])}]"
-            f"  over {est['n']} {unit}")
+    shown = f"{pct(est.get('value'))}  {interval_text(est, withheld)}"
+    return shown if withheld or degenerate_interval(est) else f"{shown}  over {est['n']} {unit}"
 
 
 def verdict_line(head: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 
 def make_lora(base_dir: Path, out: Path, *, seed: int = 0, scale: float = 0.0, r: int = 8,
@@ -71,3 +72,41 @@ def make_adapter(base_dir: Path, out: Path, method: str, *, seed: int = 0, scale
     if manifest_base is not None:
         (out / "harness_manifest.json").write_text(json.dumps({"base": manifest_base, "method": method}))
     return out
+
+
+class ChatStub:
+    """A real OpenAI-compatible chat endpoint on 127.0.0.1 (stdlib http.server, one thread), for tests.
+
+    `answer(body)` gives the assistant's text for a request body; every reply reports `usage`
+    (prompt tokens, completion tokens). `url` is the base URL (.../v1); `close()` stops it.
+    """
+
+    def __init__(self, answer: Callable[[dict], str], *, usage: tuple[int, int] = (3, 3)) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": answer(body)}}],
+                         "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                                   "total_tokens": sum(usage)}}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -663,41 +663,11 @@ def inputs_one_error_line(err: str) -> str:
     return lines[0]
 
 
-class InputsOpenAIServer:
-    """A real OpenAI-compatible HTTP endpoint on 127.0.0.1 (stdlib), answering chat completions.
+def inputs_openai_server():
+    """A stub endpoint answering "Bonjour a tous", or "[[A]]" to a judge prompt (one asking for a [[...]] verdict)."""
+    from tests.helpers import ChatStub
 
-    Answers "Bonjour a tous", or "[[A]]" to a judge prompt (one that asks for a [[...]] verdict).
-    """
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = inputs_json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = "[[A]]" if "[[" in inputs_json.dumps(body.get("messages", "")) else "Bonjour a tous"
-                reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": text}}],
-                         "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}}
-                data = inputs_json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    return ChatStub(lambda body: "[[A]]" if "[[" in inputs_json.dumps(body.get("messages", "")) else "Bonjour a tous")
 
 
 @pytest.mark.slow  # a dead endpoint costs the client's retries (seconds)
@@ -707,7 +677,7 @@ def test_item4_openai_endpoint_on_the_default_backend(inputs_env, tmp_path, caps
 
     inputs_write_golden(tmp_path / "g.jsonl", {"hi": "Say hello in French.", "bye": "Say goodbye."})
     suite = inputs_write_suite(tmp_path, "endpoint", ["g.jsonl"])
-    server = InputsOpenAIServer()
+    server = inputs_openai_server()
     try:
         model = f"openai:served@{server.url}"
         assert main(["eval", "--model", model, "--suite", str(suite)]) == 0

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -164,34 +162,14 @@ def test_a_first_position_judge_agrees_at_chance_and_says_so():
 
 # --- end to end: `harness judge`, `harness judge validate`, `harness compare --golden` ---------------
 
-class _AlwaysFirst(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat endpoint whose model always prefers the answer shown first."""
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "A is better. [[A]]"},
-                              "finish_reason": "stop"}],
-                 "usage": {"prompt_tokens": 100, "completion_tokens": 6, "total_tokens": 106}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def always_first_judge():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _AlwaysFirst)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"openai:always-first@http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
+    """An OpenAI-compatible chat endpoint whose model always prefers the answer shown first."""
+    from tests.helpers import ChatStub
+
+    server = ChatStub(lambda body: "A is better. [[A]]", usage=(100, 6))
+    yield f"openai:always-first@{server.url}"
+    server.close()
 
 
 @pytest.fixture
