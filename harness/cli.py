@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "eval": "harness.cli_eval",
     "judge": "judges.cli",
     "compare": "harness.cli_compare",
+    "serve": "harness.cli_serve",
     "finetune": "finetune.cli",
     "report": "reports.cli",
 }

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from harness import cli_serving
 from harness.settings import Settings
 
 HELP = "compare candidates against a baseline on a suite; exit 1 when a candidate regresses beyond a margin"
@@ -30,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the adapter canary: adapter candidates are unverified and the verdict is ERROR (exit 2)")
     p.add_argument("--format", choices=["text", "markdown", "json"], default="text",
                    help="markdown and json are fit for a CI comment")
+    cli_serving.add_arguments(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     candidates = [*args.candidates, *(c for d in args.checkpoints for c in checkpoint_candidates(d))]
     cfg = CompareConfig(baseline=args.baseline, candidates=tuple(candidates), suite=args.suite,
                         golden=args.golden, judge=args.judge, backend=args.backend, limit=args.limit,
-                        confidence=args.confidence, seed=args.seed, check_canary=not args.no_canary)
+                        confidence=args.confidence, seed=args.seed, check_canary=not args.no_canary,
+                        backend_opts=cli_serving.backend_options(args, args.backend))
     try:
         compare, sources = run_compare(settings, cfg)
     except Interrupted as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from harness import cli_serving
 from harness.settings import Settings
 
 HELP = "evaluate a model on a suite (forgetting, perplexity, golden sets) and store the run"
@@ -23,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "marked unverified and no gate passes it")
     p.add_argument("--no-fast-scorer", action="store_true",
                    help="score multiple choice with the plain backend instead of the shared-prefix scorer")
+    cli_serving.add_arguments(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     suite = load_suite(args.suite, settings=settings)
     store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     tm = check_suite_tasks(settings, suite)  # a misspelt task name costs no model load or canary
-    opts = {"dtype": args.dtype, "batch_size": args.batch_size} if args.backend == "hf" else {}
+    opts = cli_serving.with_suite_serving(cli_serving.backend_options(args, args.backend), suite, args.backend)
     t0 = time.time()
     resolved = resolve(settings, args.model)
     with open_models(settings, [resolved, *canary_refs([resolved], enabled=not args.no_canary)], args.backend,

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     resolved = models.resolve(settings, args.ref, prepare=False)
     info = resolved.describe()
-    if resolved.ref.kind != "openai":
+    if not resolved.ref.is_endpoint:
         from pathlib import Path
 
         base = Path(resolved.base_path)

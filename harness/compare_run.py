@@ -47,6 +47,7 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     items: list[dict] = []
     flips: dict[str, dict[str, list[str]]] = {}
     from harness.backends import open_models
+    from harness.cli_serving import with_suite_serving
 
     models = [baseline, *candidates]
     if cfg.golden:
@@ -54,7 +55,8 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
 
         models.append(resolve(settings, cfg.judge or DEFAULT_JUDGE))
     refs = [*models, *canary_refs(models, enabled=cfg.check_canary)]
-    with open_models(settings, refs, cfg.backend, cfg.backend_opts) as backends:
+    opts = with_suite_serving(cfg.backend_opts, suite, cfg.backend)
+    with open_models(settings, refs, cfg.backend, opts) as backends:
         # Every adapter whose scores the gate uses, before any task is scored: a refusal stops the run.
         canaries = verify_adapters(settings, models, backends, enabled=cfg.check_canary)
         try:
@@ -74,6 +76,9 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
             raise Interrupted([*sources, *getattr(e, "runs", [])]) from None
         server_log = _server_log(backends)
         notices = [n for b in backends.values() if (n := getattr(b, "notice", None))]  # e.g. DoRA scored on hf
+        # Platform, GPUs, engine arguments and the log-likelihood route, per model (read after scoring:
+        # a GPU engine settles its route at the first request).
+        runtimes = {raw: getattr(b, "runtime", None) for raw, b in backends.items()}
     # A task that could not be scored (a context too long, a dead server) leaves the gate unable
     # to certify that candidate: the verdict is "error" (exit 2), never a silent pass.
     task_errors = [f"{run.manifest['models'][0]['ref']}: {label}: {t['failure_reason']}"
@@ -96,7 +101,8 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
         "models": [baseline.describe(), *[c.describe() for c in candidates]],
         "baseline": baseline.describe(), "candidates": [c.describe() for c in candidates],
         "suite": suite.describe(), "golden": cfg.golden, "confidence": cfg.confidence,
-        "seeds": {"bootstrap": cfg.seed, "sampling": suite.seed}, "backend": cfg.backend, "backend_notices": notices, "limit": cfg.limit,
+        "seeds": {"bootstrap": cfg.seed, "sampling": suite.seed}, "backend": cfg.backend, "backend_notices": notices,
+        "runtime": runtimes, "limit": cfg.limit,
         "canary": canaries, "wall_s": round(time.time() - t0, 1),
     }
     extra = {"vllm-server.log": server_log} if server_log else {}

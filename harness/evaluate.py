@@ -119,7 +119,9 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
             "suite": suite.describe(),
             "seeds": {"sampling": suite.seed, "fewshot": suite.seed},
             "backend": {"name": backend.name, "scoring_params": getattr(scorer, "scoring_params", {}),
-                        "limit_per_subject": limit, "notice": getattr(backend, "notice", None)},
+                        "limit_per_subject": limit, "notice": getattr(backend, "notice", None),
+                        # platform, GPUs, engine arguments, log-likelihood route (hf and vllm backends)
+                        "runtime": getattr(backend, "runtime", None)},
             "cache": {"path": str(settings.cache_path), **cached.stats},
             "wall_s": round(time.time() - t0, 1),
         }

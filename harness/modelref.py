@@ -5,6 +5,11 @@
     org/name                         a hub id (needs network, or a filled HF cache)
     BASE+ADAPTER_DIR                 a PEFT adapter over any of the above
     openai:MODEL@URL                 an OpenAI-compatible endpoint (key from OPENAI_API_KEY)
+    vllm:MODEL@URL                   a vLLM server someone else started (key from VLLM_API_KEY), scored
+                                     with token ids like a harness-started engine
+
+Both endpoint forms are fingerprinted when resolved (harness.backends.fingerprint),
+so different weights behind the same URL never share cached results.
 
 Parsing is pure: `parse_model_ref` touches no file. `harness.models.resolve`
 turns a reference into files and hashes.
@@ -28,7 +33,8 @@ ALIASES: dict[str, dict[str, str]] = {
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
-Kind = Literal["alias", "local", "hub", "openai"]
+Kind = Literal["alias", "local", "hub", "openai", "vllm"]
+ENDPOINT_KINDS = ("openai", "vllm")
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,12 @@ class ModelRef:
     kind: Kind
     base: str  # alias name, local path, hub id, or the endpoint's model name
     adapter: Path | None = None
-    url: str | None = None  # openai endpoints only
+    url: str | None = None  # endpoints only
+
+    @property
+    def is_endpoint(self) -> bool:
+        """An openai: or vllm: reference: weights behind a URL, not files here."""
+        return self.kind in ENDPOINT_KINDS
 
     @property
     def is_adapter(self) -> bool:
@@ -61,16 +72,19 @@ def parse_model_ref(text: str) -> ModelRef:
     'https://api.openai.com/v1'
     >>> str(parse_model_ref("smollm2-135m-instruct+out/lora").adapter)
     'out/lora'
+    >>> r = parse_model_ref("vllm:smol@http://127.0.0.1:8000/v1/")
+    >>> (r.kind, r.base, r.url)
+    ('vllm', 'smol', 'http://127.0.0.1:8000/v1')
     """
     text = text.strip()
     if not text:
         raise ModelRefError(f"empty model reference; {_FORMS}")
-    if text.startswith("openai:"):
-        body = text[len("openai:"):]
-        model, sep, url = body.partition("@")
-        if not sep or not model or not re.match(r"^https?://", url):
-            raise ModelRefError(f"model reference '{text}': expected openai:MODEL@http(s)://HOST/v1; {_FORMS}")
-        return ModelRef(raw=text, kind="openai", base=model, url=url.rstrip("/"))
+    for kind in ENDPOINT_KINDS:
+        if text.startswith(kind + ":"):
+            model, sep, url = text[len(kind) + 1:].partition("@")
+            if not sep or not model or not re.match(r"^https?://[^/\s]+", url):
+                raise ModelRefError(f"model reference '{text}': expected {kind}:MODEL@http(s)://HOST/v1; {_FORMS}")
+            return ModelRef(raw=text, kind=kind, base=model, url=url.rstrip("/"))
     base, plus, adapter = text.partition("+")
     if plus and not adapter:
         raise ModelRefError(f"model reference '{text}': nothing after '+'; expected BASE+ADAPTER_DIR")
@@ -92,4 +106,4 @@ def parse_model_ref(text: str) -> ModelRef:
     return ModelRef(raw=text, kind=kind, base=base, adapter=Path(adapter).expanduser() if adapter else None)
 
 
-_FORMS = "valid forms: ALIAS, ./LOCAL_DIR, ORG/NAME, BASE+ADAPTER_DIR, openai:MODEL@URL"
+_FORMS = "valid forms: ALIAS, ./LOCAL_DIR, ORG/NAME, BASE+ADAPTER_DIR, openai:MODEL@URL, vllm:MODEL@URL"

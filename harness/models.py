@@ -15,12 +15,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import atomic
 from harness.errors import AdapterMismatchError, ModelRefError
 from harness.modelref import ALIASES, ModelRef, parse_model_ref
 from harness.settings import Settings
+
+if TYPE_CHECKING:
+    from harness.backends.fingerprint import EndpointFingerprint
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +54,19 @@ class ResolvedModel:
     adapter_path: Path | None = None
     adapter_hash: str | None = None
     merged_from: MergedFrom | None = None  # a merged checkpoint's adapter, so runs can name what was tested
+    endpoint: EndpointFingerprint | None = None  # what answered behind an openai:/vllm: URL when resolved
 
     @property
     def identity(self) -> str:
-        """What the per-item cache keys on: base content plus adapter content."""
+        """What the per-item cache keys on: base content plus adapter content (an endpoint's fingerprint)."""
         return f"{self.base_hash}+{self.adapter_hash}" if self.adapter_hash else self.base_hash
 
     def describe(self) -> dict[str, Any]:
         d = {"ref": self.ref.raw, "base_path": self.base_path, "base_hash": self.base_hash,
              "adapter_path": str(self.adapter_path) if self.adapter_path else None,
              "adapter_hash": self.adapter_hash}
+        if self.endpoint:
+            d["endpoint"] = self.endpoint.describe()
         return {**d, "merged_from": asdict(self.merged_from)} if self.merged_from else d
 
 
@@ -187,10 +193,8 @@ def resolve(settings: Settings, ref: ModelRef | str, *, prepare: bool = True) ->
     """
     if isinstance(ref, str):
         ref = parse_model_ref(ref)
-    if ref.kind == "openai":
-        # No weights to hash: identity is the endpoint and model name.
-        ident = "openai:" + hashlib.sha256(f"{ref.base}@{ref.url}".encode()).hexdigest()[:32]
-        return ResolvedModel(ref=ref, base_path=ref.base, base_hash=ident)
+    if ref.is_endpoint:
+        return _resolve_endpoint(ref)
     if ref.kind == "alias":
         if prepare:
             base_dir = prepare_alias(settings, ref.base)
@@ -218,6 +222,25 @@ def resolve(settings: Settings, ref: ModelRef | str, *, prepare: bool = True) ->
     check_adapter(ref.adapter, base_dir, base_hash, base_label=ref.base)
     return ResolvedModel(ref=ref, base_path=str(base_dir), base_hash=base_hash, adapter_path=ref.adapter,
                          adapter_hash=hash_files(ref.adapter, _ADAPTER_HASHED), merged_from=merged_from)
+
+
+def _resolve_endpoint(ref: ModelRef) -> ResolvedModel:
+    """An openai:/vllm: reference: no files to hash, so the identity is the endpoint's fingerprint.
+
+    The name and URL stay in it (two servers answering the probes alike are
+    still two endpoints), and the fingerprint (model id, root, rounded probe
+    log-probabilities; harness.backends.fingerprint) makes other weights behind
+    the same URL another identity. An unreachable endpoint is an EndpointError.
+    `base_path` of a vllm: reference is where the served model's tokenizer is, when the
+    server reports a local directory (it tokenizes here), else the model name.
+    """
+    from harness.backends.fingerprint import fingerprint_endpoint
+
+    fp = fingerprint_endpoint(ref)
+    ident = hashlib.sha256(f"{ref.kind}:{ref.base}@{ref.url}#{fp.digest}".encode()).hexdigest()[:32]
+    root = fp.tokenizer_root
+    tok_dir = root if ref.kind == "vllm" and root and Path(root).is_dir() else None
+    return ResolvedModel(ref=ref, base_path=tok_dir or ref.base, base_hash=f"{ref.kind}:{ident}", endpoint=fp)
 
 
 def read_merged_from(checkpoint: Path) -> MergedFrom | None:

@@ -113,6 +113,9 @@ class Suite(BaseModel):
     description: str | None = None
     seed: int = 1234  # document sampling and lm-eval's few-shot sampler
     tasks: list[TaskSpec] = Field(min_length=1)
+    # vLLM engine arguments for this suite (tensor_parallel_size, max_loras, ...), checked against
+    # vLLM's parser when an engine starts; --serve-config and --engine-arg override them.
+    serving: dict[str, Any] = Field(default_factory=dict)
     _path: Path | None = PrivateAttr(None)
     _sha256: str | None = PrivateAttr(None)
 
@@ -132,7 +135,7 @@ class Suite(BaseModel):
     def describe(self) -> dict[str, Any]:
         """What a run manifest records about the suite."""
         return {"name": self.name, "version": self.version, "path": str(self._path) if self._path else None,
-                "sha256": self._sha256, "seed": self.seed,
+                "sha256": self._sha256, "seed": self.seed, "serving": self.serving,
                 "tasks": [t.model_dump(exclude_none=True) for t in self.tasks]}
 
     def resolve_data(self, spec: TaskSpec) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from harness import cli_serving
 from harness.settings import Settings
 
 HELP = "judge a candidate against a baseline on a golden set, both orders, with a 95% interval"
@@ -37,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-canary", action="store_true",
                    help="skip the adapter canary of adapter candidates, baselines and judges; the run is "
                         "marked unverified")
+    cli_serving.add_arguments(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                          judge_config=args.judge_config, backend=args.backend, limit=args.limit,
                          max_new_tokens=args.max_new_tokens, grade=args.grade, human_labels=args.human_labels,
                          use_injection_probe=not args.no_injection_probe, use_embeddings=not args.no_embeddings,
-                         seed=args.seed, verdict_mode=args.verdict_mode, check_canary=not args.no_canary)
+                         seed=args.seed, verdict_mode=args.verdict_mode, check_canary=not args.no_canary,
+                         backend_opts=cli_serving.backend_options(args, args.backend))
     check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     result = run_judge(settings, cfg)
     folder = write_run(settings.runs_dir, result)

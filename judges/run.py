@@ -265,7 +265,8 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
                 agg["summary"]["n_unscored_prompts"] = len({u["item_id"] for u in unscored})
             manifest = {
                 "models": [{"role": role, "ref": getattr(cfg, role), "identity": models[getattr(cfg, role)].identity,
-                            "backend": models[getattr(cfg, role)].name} for role in ("candidate", "baseline", "judge")],
+                            "backend": models[getattr(cfg, role)].name,
+                            "runtime": getattr(models[getattr(cfg, role)], "runtime", None)} for role in ("candidate", "baseline", "judge")],
                 "suite": {"name": f"judge:{Path(cfg.golden).stem}", "version": judge_config.version,
                           "golden": cfg.golden, "n_items": len(requests), "n_judged": len(items)},
                 "judge": judge_config.describe(), "config": {k: v for k, v in asdict(cfg).items()},

@@ -75,30 +75,54 @@ def make_adapter(base_dir: Path, out: Path, method: str, *, seed: int = 0, scale
 
 
 class ChatStub:
-    """A real OpenAI-compatible chat endpoint on 127.0.0.1 (stdlib http.server, one thread), for tests.
+    """A real OpenAI-compatible chat endpoint on 127.0.0.1 (stdlib http.server), for tests.
 
     `answer(body)` gives the assistant's text for a request body; every reply reports `usage`
     (prompt tokens, completion tokens). `url` is the base URL (.../v1); `close()` stops it.
+    Optionally, like a vLLM server: `models` (a list of /v1/models entries, which tests may
+    replace) answers GET /models (else 404), and `completions(body)` gives the first choice's
+    fields for POST /completions (else that path gets a chat reply too). `seen` lists
+    (method, path, Authorization header) of every request.
     """
 
-    def __init__(self, answer: Callable[[dict], str], *, usage: tuple[int, int] = (3, 3)) -> None:
+    def __init__(self, answer: Callable[[dict], str], *, usage: tuple[int, int] = (3, 3),
+                 models: list[dict] | None = None, completions: Callable[[dict], dict] | None = None) -> None:
         import http.server
         import threading
 
+        stub = self
+        self.models = models
+        self.seen: list[tuple[str, str, str | None]] = []
+
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": answer(body)}}],
-                         "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
-                                   "total_tokens": sum(usage)}}
+            def _reply(self, code: int, reply: dict) -> None:
                 data = json.dumps(reply).encode()
-                self.send_response(200)
+                self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                stub.seen.append(("GET", self.path, self.headers.get("Authorization")))
+                if stub.models is not None and self.path.endswith("/models"):
+                    self._reply(200, {"object": "list", "data": stub.models})
+                else:
+                    self._reply(404, {"error": {"message": f"no {self.path}"}})
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                stub.seen.append(("POST", self.path, self.headers.get("Authorization")))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                counts = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+                if completions is not None and self.path.endswith("/completions") and "/chat/" not in self.path:
+                    choice = {"index": 0, "finish_reason": "length", "text": "", **completions(body)}
+                    self._reply(200, {"id": "x", "object": "text_completion", "created": 0, "model": body["model"],
+                                      "choices": [choice], "usage": counts})
+                    return
+                self._reply(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                  "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": answer(body)}}],
+                                  "usage": counts})
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -22,7 +22,8 @@ def test_user_error_is_one_line_exit_2_and_debug_shows_the_traceback(tmp_path):
     assert plain.returncode == 2
     assert plain.stderr.strip().splitlines() == [
         "harness: error: model reference 'no-such-model': 'no-such-model' is not an alias (smollm2-135m-instruct), "
-        "an existing directory, or a hub id; valid forms: ALIAS, ./LOCAL_DIR, ORG/NAME, BASE+ADAPTER_DIR, openai:MODEL@URL"]
+        "an existing directory, or a hub id; valid forms: ALIAS, ./LOCAL_DIR, ORG/NAME, BASE+ADAPTER_DIR, openai:MODEL@URL, "
+        "vllm:MODEL@URL"]
     debug = subprocess.run([sys.executable, "-m", "harness.cli", "--debug", "models", "show", "no-such-model"],
                            capture_output=True, text=True, env=env, timeout=120)
     assert debug.returncode == 2 and "Traceback" in debug.stderr

@@ -76,6 +76,8 @@ def test_evaluate_suite_stores_items_and_resumes_from_cache(settings, tiny_model
     assert run.manifest["suite"]["name"] == "tiny" and run.manifest["suite"]["version"] == 3
     assert run.manifest["models"][0]["base_hash"].startswith("sha256:")
     assert run.manifest["backend"]["scoring_params"]["scorer"] == "shared_prefix"
+    assert run.manifest["backend"]["runtime"] == {"platform": "cpu", "gpu_count": 0, "gpu_models": [],
+                                                  "device": "cpu", "device_map": None}
 
     folder = store.write_run(settings.runs_dir, run)
     assert (folder / "items.jsonl").read_text().count("\n") == len(run.items)

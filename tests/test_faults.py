@@ -558,9 +558,10 @@ def test_item17_compare_errors_name_an_endpoint_candidate_in_full(tmp_path, monk
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     endpoint = "openai:served-model@http://127.0.0.1:9/v1"  # port 9 (discard): refused at once
     code = main(["compare", "--baseline", str(tiny_model_dir), "--candidate", endpoint, "--suite", str(suite)])
-    out = capsys.readouterr().out
-    assert code == 2
-    assert f"not scored: {endpoint}: perplexity:" in out
+    assert code == 2  # the endpoint is fingerprinted before anything is scored (harness.backends.fingerprint)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"harness: error: endpoint http://127.0.0.1:9/v1 unreachable for '{endpoint}' "
+        "([Errno 111] Connection refused); is the server running?"]
 
 
 def test_item17_runs_list_says_when_runs_exist_but_none_match(tmp_path, monkeypatch, capsys):
@@ -692,11 +693,10 @@ def test_item4_openai_endpoint_on_the_default_backend(inputs_env, tmp_path, caps
         assert "over 2 prompts" in capsys.readouterr().out
     finally:
         server.close()
-    # Nothing listens there now: the task fails with the endpoint's reason, the run is "failed", exit 2.
+    # Nothing listens there now: resolving the endpoint (its fingerprint) fails first, one line, exit 2.
     assert main(["eval", "--model", f"openai:gone@{server.url}", "--suite", str(suite)]) == 2
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    assert f"endpoint {server.url} (gone) failed: APIConnectionError" in captured.out and "(failed)" in captured.out
+    line = inputs_one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"harness: error: endpoint {server.url} unreachable for 'openai:gone@{server.url}'")
 
 
 def test_item6_golden_encoding_bom_and_empty_prompt(inputs_env, tmp_path, tiny_model_dir, capsys) -> None:

@@ -16,6 +16,9 @@ def test_alias_hub_local_adapter_and_openai_forms(tmp_path):
     assert ad.base_ref().raw == "smollm2-135m-instruct" and not ad.base_ref().is_adapter
     oa = parse_model_ref("openai:gpt-4o-mini@https://api.openai.com/v1/")
     assert (oa.kind, oa.base, oa.url) == ("openai", "gpt-4o-mini", "https://api.openai.com/v1")
+    vl = parse_model_ref("vllm:smol@http://127.0.0.1:8000/v1")
+    assert (vl.kind, vl.base, vl.url, vl.is_endpoint) == ("vllm", "smol", "http://127.0.0.1:8000/v1", True)
+    assert not ad.is_endpoint
 
 
 @pytest.mark.parametrize("bad, fragment", [
@@ -25,6 +28,8 @@ def test_alias_hub_local_adapter_and_openai_forms(tmp_path):
     ("smollm2-135m-instruct+a+b", "one adapter per reference"),
     ("openai:gpt-4o", "expected openai:MODEL@"),
     ("openai:gpt@ftp://x", "expected openai:MODEL@"),
+    ("vllm:smol", "expected vllm:MODEL@"),
+    ("vllm:smol@localhost:8000/v1", "expected vllm:MODEL@"),
 ])
 def test_bad_references_name_the_valid_forms(bad, fragment):
     with pytest.raises(ModelRefError, match=re.escape(fragment)):

@@ -1,7 +1,8 @@
 """vLLM server pieces that need no engine: thread binding, the lazy start."""
 import pytest
 
-from harness.backends.vllm import VLLMServer, cpu_thread_binding
+from harness.backends.engine import cpu_thread_binding
+from harness.backends.vllm import VLLMServer
 
 
 def test_small_machines_bind_the_model_to_every_core():

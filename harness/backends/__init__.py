@@ -28,12 +28,20 @@ def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = "hf",
     """Open a backend for one model reference.
 
     `kind` is hf, vllm or openai; an openai:MODEL@URL reference always uses
-    the openai backend, and then options meant for hf or vllm (dtype, batch
-    size) are dropped: the endpoint runs its own weights. An adapter vLLM
+    the openai backend, and a vllm:MODEL@URL reference the attached vLLM
+    backend (harness.backends.vllm_attach, with the `tokenizer` option); then
+    options meant for hf or vllm (dtype, batch size, engine arguments) are
+    dropped: the endpoint runs its own weights. An adapter vLLM
     cannot serve uses hf (with a notice). For several models on one vLLM
     engine, use `open_models`.
     """
     resolved = ref if isinstance(ref, ResolvedModel) else resolve(settings, ref)
+    opts = dict(opts)
+    tokenizer = opts.pop("tokenizer", None)  # for vllm:MODEL@URL servers only
+    if resolved.ref.kind == "vllm":
+        from harness.backends.vllm_attach import attach
+
+        return attach(resolved, tokenizer)
     if resolved.ref.kind == "openai":
         if kind != "openai":
             opts = {}
@@ -86,9 +94,12 @@ def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: s
     On vllm, references that share a base content hash share one engine (the
     base and all its adapters that vLLM serves); adapters vLLM cannot serve are
     scored on hf with a notice, and their base's log-likelihoods then go to hf
-    too, so both are scored alike. Endpoints use the openai backend whatever
-    `kind` says. `opts` go to the engine (vllm) or to each backend (hf).
+    too, so both are scored alike. Endpoints use their own backend whatever
+    `kind` says (openai:, or vllm: attached). `opts` go to the engine (vllm) or
+    to each backend (hf); `tokenizer` goes to vllm: references.
     """
+    opts = dict(opts or {})
+    tokenizer = opts.pop("tokenizer", None)  # for vllm:MODEL@URL servers only
     resolved = {}
     for r in refs:
         m = r if isinstance(r, ResolvedModel) else resolve(settings, r)
@@ -102,7 +113,7 @@ def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: s
             groups: dict[str, list[ResolvedModel]] = defaultdict(list)
             on_hf: set[str] = set()  # base hashes with an adapter scored on hf
             for m in resolved.values():
-                if m.ref.kind == "openai":
+                if m.ref.is_endpoint:
                     continue
                 fallback = _hf_fallback(m, (opts or {}).get("max_model_len"))
                 if fallback is not None:
@@ -122,7 +133,8 @@ def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: s
                     closers.append(backends[m.ref.raw].close)
         for raw, m in resolved.items():
             if raw not in backends:
-                backends[raw] = open_backend(settings, m, kind=kind, **({} if kind == "vllm" else opts or {}))
+                attach_opts = {"tokenizer": tokenizer} if m.ref.kind == "vllm" else {}
+                backends[raw] = open_backend(settings, m, kind=kind, **({} if kind == "vllm" else opts), **attach_opts)
                 closers.append(backends[raw].close)
         yield backends
     finally:

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 TRUNCATION = ("error", "left")
 
 
-def pick_dtype(name: str) -> Any:
-    """'auto' is bfloat16 on CUDA and float32 on CPU.
+def pick_dtype(name: str, device: str | None = None) -> Any:
+    """'auto' is bfloat16 on CUDA and float32 on CPU (`device`, default: CUDA if available).
 
     On CPU float32 is both exact and faster: on this project's 2-core AVX512-BF16 machine
     (torch 2.13 CPU) a SmolLM2 forward pass ran at 620-860 tok/s in float32 against 410-530 in
@@ -39,7 +39,8 @@ def pick_dtype(name: str) -> Any:
         if not hasattr(torch, name):
             raise HarnessError(f"dtype '{name}' unknown; choose auto, bfloat16, float16, float32")
         return getattr(torch, name)
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    on_gpu = torch.cuda.is_available() if device is None else not device.startswith("cpu")
+    return torch.bfloat16 if on_gpu else torch.float32
 
 
 def dtype_name(name: str) -> str:
@@ -104,8 +105,12 @@ class HFBackend:
         self.identity = resolved.identity
         self.batch_size = batch_size
         self.truncation = truncation
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = pick_dtype(dtype)
+        # Several visible GPUs and no --device: spread the layers over them (accelerate's device
+        # map; inputs enter on the first). Otherwise the one device: --device, else cuda or cpu.
+        n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        self.device_map = "auto" if device is None and n_gpus > 1 else None
+        self.device = device or ("cuda:0" if n_gpus else "cpu")
+        self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.base_path, trust_remote_code=False)
         config = AutoConfig.from_pretrained(resolved.base_path, trust_remote_code=False)
         self._model: Any = None  # loaded at first use: a fully cached rerun never needs the weights
@@ -116,16 +121,25 @@ class HFBackend:
                                "truncation": truncation, "rolling_stride": self.rolling_stride}
 
     @property
+    def runtime(self) -> dict[str, Any]:
+        """Where this model runs (run manifests record it)."""
+        from harness.backends.platform import describe_platform
+
+        return {**describe_platform("cpu" if self.device == "cpu" else "cuda"), "device": self.device,
+                "device_map": self.device_map}
+
+    @property
     def model(self) -> Any:
         """The weights (with the adapter applied), loaded on first use."""
         if self._model is None:
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(self.resolved.base_path, dtype=self.dtype,
-                                                         trust_remote_code=False, use_safetensors=True)
+                                                         trust_remote_code=False, use_safetensors=True,
+                                                         device_map=self.device_map)
             if self.resolved.adapter_path is not None:
                 model = apply_adapter(model, str(self.resolved.adapter_path), self.dtype)
-            self._model = model.to(self.device).eval()
+            self._model = (model if self.device_map else model.to(self.device)).eval()
         return self._model
 
     @property

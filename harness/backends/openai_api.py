@@ -12,6 +12,10 @@ into one token) counts with the context, so such continuations can differ
 from the hf/vllm backends, which split tokens as lm-eval does. Endpoints that
 return no prompt log-probabilities (OpenAI's chat models) raise
 UnsupportedMethodError.
+
+What answers behind the URL is fingerprinted when the reference is resolved
+(harness.backends.fingerprint), and the fingerprint is this backend's
+`identity`, so another model behind the same URL and name is scored afresh.
 """
 from __future__ import annotations
 

