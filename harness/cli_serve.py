@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 from harness import cli_serving
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"serving at {server.url} (log {server.log_path}); press Ctrl-C to stop")
         for name, ref in served_models(server).items():
             print(f"  {name:20s} {ref}")
+        sys.stdout.flush()  # read by scripts while this waits
         while server.is_alive():
             time.sleep(1)
         raise BackendError(f"vLLM server exited (code {server.proc and server.proc.poll()}); log {server.log_path}:\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from harness import cli_serving
 from harness.settings import Settings
 
 HELP = "measure a judge's agreement with people on HH-RLHF test pairs (or your own), both verdict modes"
@@ -21,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["vllm", "hf"], default="vllm",
                    help="how a local judge runs: a vLLM engine, or transformers in-process")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
+    cli_serving.add_arguments(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,7 +33,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit must be at least 1, got {args.limit}")
     cfg = ValidateConfig(judge=args.judge, judge_config=args.judge_config, pairs=args.pairs, limit=args.limit,
-                         max_chars=args.max_chars, backend=args.backend, seed=args.seed)
+                         max_chars=args.max_chars, backend=args.backend, seed=args.seed,
+                         backend_opts=cli_serving.backend_options(args, args.backend))
     result = run_validation(settings, cfg)
     folder = write_run(settings.runs_dir, result)
     print(format_validation(result.aggregates, cfg))

@@ -225,7 +225,8 @@ def run_validation(settings: Settings, cfg: ValidateConfig, backends: dict[str, 
             agg["n_skipped"] = skipped
             agg["summary"] = _summary(agg, cfg, raw.identity, config, source)
             manifest = {
-                "models": [{"role": "judge", "ref": cfg.judge, "identity": raw.identity, "backend": raw.name}],
+                "models": [{"role": "judge", "ref": cfg.judge, "identity": raw.identity, "backend": raw.name,
+                            "runtime": getattr(raw, "runtime", None)}],
                 "suite": {"name": f"{KIND}:{source}", "version": config.version, "pairs": cfg.pairs or "hh-rlhf test",
                           "n_items": len(pairs)},
                 "judge": config.describe(), "config": asdict(cfg), "seeds": {"bootstrap": cfg.seed},
