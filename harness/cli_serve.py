@@ -43,7 +43,7 @@ def plan(settings: Settings, args: argparse.Namespace):  # -> VLLMServer (lazy, 
     if len(bases) > 1:
         raise HarnessError(f"{', '.join(m.ref.raw for m in resolved)}: one engine serves one base; "
                            "start one 'harness serve' per base")
-    endpoints = [m.ref.raw for m in resolved if m.ref.kind not in ("alias", "local", "hub")]
+    endpoints = [m.ref.raw for m in resolved if m.ref.is_endpoint]
     if endpoints:
         raise HarnessError(f"'{endpoints[0]}' is an endpoint already; serve local weights")
     base = resolved[0].ref.base_ref().raw

@@ -122,20 +122,17 @@ def load_serve_config(path: str | Path) -> EngineArgs:
     return from_mapping(doc.get("serving"), f"{p}: serving")
 
 
-class _RaisingParser:
+@lru_cache(maxsize=1)
+def _vllm_parser() -> Any:
     """vLLM's `vllm serve` parser, raising instead of exiting (built once: it imports vLLM)."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    @staticmethod
-    @lru_cache(maxsize=1)
-    def get() -> Any:
-        from vllm.entrypoints.launchers.cli_args import make_arg_parser
-        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    class Parser(FlexibleArgumentParser):
+        def error(self, message: str) -> Any:  # argparse's default prints usage and exits
+            raise EngineArgError(message)
 
-        class Parser(FlexibleArgumentParser):
-            def error(self, message: str) -> Any:  # argparse's default prints usage and exits
-                raise EngineArgError(message)
-
-        return make_arg_parser(Parser(prog="vllm serve"))
+    return make_arg_parser(Parser(prog="vllm serve"))
 
 
 def validate(args: EngineArgs) -> None:
@@ -146,7 +143,7 @@ def validate(args: EngineArgs) -> None:
                                  "and their address); leave it out")
     if not args.values:
         return
-    parser = _RaisingParser.get()
+    parser = _vllm_parser()
     for name, value in args.values.items():
         try:
             parser.parse_args(["--model", "x", *_flag(name, value)])

@@ -6,7 +6,7 @@ old model. So `resolve` asks the endpoint, before anything is scored:
   * GET {URL}/models: the served model's id and `root` (the path or hub id vLLM
     loaded), its `parent` (for a LoRA module), `max_model_len`, and which LoRA
     modules the server lists;
-  * fixed probe texts (PROBES), each sent alone: their prompt log-probabilities
+  * fixed probe texts (PROBE_TEXTS), each sent alone: their prompt log-probabilities
     (vllm: `prompt_logprobs=0`, the tokens' own log-probabilities by token id;
     openai: `echo` + `logprobs`, by token text); an endpoint that gives none
     (OpenAI's chat models) answers one greedy chat instead (CHAT_PROBE).
@@ -45,7 +45,7 @@ from harness.errors import ModelRefError
 from harness.modelref import ModelRef
 
 PROBE_VERSION = 1  # bump when the probes or the rounding change: every endpoint identity changes with it
-PROBES = (
+PROBE_TEXTS = (
     "The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein published four papers "
     "that changed physics.",
     "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n",
@@ -75,7 +75,7 @@ class EndpointFingerprint:
     max_model_len: int | None
     lora_modules: tuple[str, ...]  # LoRA modules the server lists (entries with a parent)
     probe: Probe
-    probe_token_ids: tuple[int, ...]  # vllm: the server's token ids of PROBES[0] after its first token
+    probe_token_ids: tuple[int, ...]  # vllm: the server's token ids of PROBE_TEXTS[0] after its first token
     digest: str
 
     def describe(self) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def api_key(ref: ModelRef) -> str | None:
 
 
 def fingerprint_endpoint(ref: ModelRef) -> EndpointFingerprint:
-    """Ask the endpoint behind `ref` who it is and how it answers PROBES; EndpointError (one line) if it cannot.
+    """Ask the endpoint behind `ref` who it is and how it answers PROBE_TEXTS; EndpointError (one line) if it cannot.
 
     A vllm: reference needs the model in the server's model list and prompt
     log-probabilities (it is scored with them). An openai: reference may lack
@@ -111,12 +111,12 @@ def fingerprint_endpoint(ref: ModelRef) -> EndpointFingerprint:
     base_entry = (entries.get(parent) or {}) if parent else entry
     if ref.kind == "vllm":
         probe: Probe = "prompt_logprobs"
-        answers: list[Any] = [_prompt_logprobs(ref, text) for text in PROBES]
+        answers: list[Any] = [_prompt_logprobs(ref, text) for text in PROBE_TEXTS]
         token_ids = tuple(tok for tok, _ in answers[0])
     else:
         token_ids = ()
         try:
-            probe, answers = "echo_logprobs", [_echo_logprobs(ref, text) for text in PROBES]
+            probe, answers = "echo_logprobs", [_echo_logprobs(ref, text) for text in PROBE_TEXTS]
         except _NoLogprobs:
             probe, answers = "greedy_chat", [_greedy_chat(ref)]
     root = entry.get("root")

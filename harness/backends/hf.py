@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from harness.errors import ContextTooLongError, HarnessError, ModelRefError
 from harness.models import ResolvedModel
+from harness.backends.platform import describe_platform
 from harness.backends.tokenization import LMTokenizer, ScoreRow
 from harness.records import (
     GenerateRequest,
@@ -123,8 +124,6 @@ class HFBackend:
     @property
     def runtime(self) -> dict[str, Any]:
         """Where this model runs (run manifests record it)."""
-        from harness.backends.platform import describe_platform
-
         return {**describe_platform("cpu" if self.device == "cpu" else "cuda"), "device": self.device,
                 "device_map": self.device_map}
 

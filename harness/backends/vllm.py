@@ -193,7 +193,7 @@ class VLLMServer:
         engine.validate(user)
         platform = detect_platform(platform)
         base_r = base if isinstance(base, ResolvedModel) else resolve(settings, base)
-        if base_r.ref.kind not in ("alias", "local", "hub"):
+        if base_r.ref.is_endpoint:
             raise HarnessError(f"'{base_r.ref.raw}' is an endpoint; vLLM serves local weights")
         resolved = [a if isinstance(a, ResolvedModel) else resolve(settings, a) for a in adapters]
         served: dict[str, ResolvedModel] = {}

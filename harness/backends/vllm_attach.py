@@ -32,7 +32,7 @@ import urllib.request
 from typing import Any
 
 from harness.backends.engine import EngineArgs
-from harness.backends.fingerprint import PROBES, EndpointFingerprint, api_key
+from harness.backends.fingerprint import PROBE_TEXTS, EndpointFingerprint, api_key
 from harness.backends.vllm import VLLMBackend
 from harness.errors import BackendError, HarnessError
 from harness.models import ResolvedModel
@@ -119,7 +119,7 @@ def attach(resolved: ResolvedModel, tokenizer: str | None = None) -> AttachedVLL
     """The backend for a resolved vllm:MODEL@URL reference; HarnessError (one line) if it cannot score right.
 
     `tokenizer` (a directory or hub id) overrides the served model's root. The
-    local tokenizer must split PROBES[0] into the token ids the server did when
+    local tokenizer must split PROBE_TEXTS[0] into the token ids the server did when
     it was fingerprinted, else scores would be of other tokens.
     """
     fp = resolved.endpoint
@@ -131,7 +131,7 @@ def attach(resolved: ResolvedModel, tokenizer: str | None = None) -> AttachedVLL
                            "here; pass the served model's tokenizer with --tokenizer PATH_OR_HUB_ID")
     backend = AttachedVLLMBackend(AttachedServer(fp, resolved.ref.raw), resolved, source)
     # The server tokenized with its defaults (special tokens added); the first token has no log-probability.
-    mine = tuple(backend.lm_tok.tokenizer(PROBES[0])["input_ids"][1:])
+    mine = tuple(backend.lm_tok.tokenizer(PROBE_TEXTS[0])["input_ids"][1:])
     if mine != fp.probe_token_ids:
         at = next((i for i, (a, b) in enumerate(zip(mine, fp.probe_token_ids)) if a != b),
                   min(len(mine), len(fp.probe_token_ids)))
