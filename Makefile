@@ -16,7 +16,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(BIN)/python -m harness.demo
+	$(BIN)/python -m cli.demo
 
 test: setup
 	$(BIN)/python -m pytest tests -q

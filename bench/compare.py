@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness import store  # noqa: E402
-from harness.models import resolve  # noqa: E402
+from harness.models.resolve import resolve  # noqa: E402
 from tests.helpers import make_lora  # noqa: E402
 
 BASE = "smollm2-135m-instruct"
@@ -43,7 +43,7 @@ BASE = "smollm2-135m-instruct"
 
 def compare(env: dict[str, str], candidates: list[Path], args: argparse.Namespace) -> tuple[float, dict]:
     """Run `harness compare` in a fresh process; (wall seconds, {source model ref: its eval run's cache stats})."""
-    cmd = [sys.executable, "-m", "harness.cli", "compare", "--baseline", BASE, "--suite", args.suite,
+    cmd = [sys.executable, "-m", "cli.main", "compare", "--baseline", BASE, "--suite", args.suite,
            "--backend", args.backend, "--format", "json", *(["--limit", str(args.limit)] if args.limit else [])]
     for c in candidates:
         cmd += ["--candidate", f"{BASE}+{c}"]

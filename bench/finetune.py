@@ -44,7 +44,7 @@ def run_method(method: str, workdir: Path, args: argparse.Namespace) -> dict:
     cfg = workdir / f"{method}.yaml"
     cfg.write_text(CONFIG.format(model=MODEL, method=method, out=out, rows=args.rows, max_length=args.max_length,
                                  steps=args.steps, batch=args.batch))
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "finetune", str(cfg)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "finetune", str(cfg)], cwd=REPO,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{method} failed:\n{proc.stderr[-3000:]}")
@@ -104,7 +104,7 @@ def main() -> int:
     parser.add_argument("--waste-rows", type=int, default=1000)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from harness.models import resolve
+    from harness.models.resolve import resolve
     from harness.settings import Settings
 
     settings = Settings.from_env()

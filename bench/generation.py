@@ -18,7 +18,7 @@ from _common import alpaca_texts, header, settings, timed
 
 from harness.backends.engine import cpu_thread_binding
 from harness.backends.vllm import VLLMServer
-from harness.models import resolve
+from harness.models.resolve import resolve
 from harness.records import GenerateRequest
 
 

@@ -105,7 +105,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from harness.backends.hf import HFBackend
-    from harness.models import resolve
+    from harness.models.resolve import resolve
 
     settings = Settings.from_env()
     work = Path(tempfile.mkdtemp(prefix="gpu-smoke-"))
@@ -126,7 +126,7 @@ def main() -> int:
               f"max |diff| {max_diff(hf_gpu[raw].loglikelihood(scored), hf_cpu[raw].loglikelihood(scored)):.4f} nats "
               f"over {len(scored)} continuations")
     a0 = adapters[0].ref.raw
-    from harness.mc_scorer import SharedPrefixScorer
+    from harness.backends.hf_prefix import SharedPrefixScorer
 
     mc = multiple_choice(24)
     print(f"shared-prefix scorer vs plain hf on {hf_gpu[a0].device}, {len(mc)} choices: max |diff| "

@@ -28,7 +28,7 @@ def main() -> None:
 
     from harness.backends.vllm import VLLMServer
     from harness.settings import Settings
-    from harness.suites_golden import load_golden_set
+    from harness.suites.golden import load_golden_set
     from judges.config import load_judge_config
     from judges.judge import Judge
     from judges.pairwise import PairInput, pair_chats

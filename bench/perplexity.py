@@ -14,7 +14,7 @@ import math
 from _common import alpaca_texts, header, settings, timed
 
 from harness.backends.hf import HFBackend
-from harness.models import resolve
+from harness.models.resolve import resolve
 from harness.records import RollingRequest
 
 

@@ -41,7 +41,7 @@ def evaluate_with(lm, tm, per_subject: int, seed: int) -> tuple[list[dict], floa
     import numpy as np
     from lm_eval.evaluator import evaluate
 
-    from harness.suite import Sample, TaskSpec, choose_docs
+    from harness.suites.spec import Sample, TaskSpec, choose_docs
 
     loaded = tm.load(["mmlu_local"])
     tasks = loaded["tasks"]
@@ -75,10 +75,10 @@ def main() -> int:
 
     from harness.backends.hf import HFBackend
     from harness.backends.lmeval_adapter import BackendLM, task_manager
-    from harness.mc_scorer import SharedPrefixScorer
-    from harness.models import resolve
+    from harness.backends.hf_prefix import SharedPrefixScorer
+    from harness.models.resolve import resolve
     from harness.settings import Settings
-    from harness.suites_data import materialize_lmeval_tasks
+    from harness.suites.lmeval_data import materialize_lmeval_tasks
 
     settings = Settings.from_env()
     resolved = resolve(settings, args.model)

@@ -2,7 +2,7 @@
 
 A merged checkpoint is what users ship, so the merge verifies itself: after
 writing, the merged checkpoint and base+adapter are scored on the canary's
-probes (harness.canary.PROBES) and a few held-out documents, and the largest
+probes (harness.backends.canary.PROBES) and a few held-out documents, and the largest
 log-probability difference and the perplexity delta go into the merged
 model's manifest. Storing the merged weights in a 16-bit dtype rounds away the
 adapter's smallest deltas (on the packaged bfloat16 SmolLM2 about a tenth of a
@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness import atomic
-from harness.canary import PROBES
+from harness.backends.canary import PROBES
 from harness.errors import HarnessError
-from harness.models import MANIFEST, ResolvedModel, read_adapter_config, resolve
+from harness.models.resolve import MANIFEST, ResolvedModel, read_adapter_config, resolve
 from harness.perplexity import perplexity
 from harness.records import RollingRequest
 from harness.settings import Settings
-from harness.suites_text import load_text_set
+from harness.suites.text import load_text_set
 
 # Adapters whose weights fold into the base linear layers; prompt tuning adds
 # virtual tokens instead, so it has nothing to merge.

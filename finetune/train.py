@@ -26,7 +26,7 @@ from finetune.config import FinetuneConfig
 from finetune.prepare import PreparedData, prepare_data, write_splits
 from harness import atomic
 from harness.errors import HarnessError
-from harness.models import MANIFEST, ResolvedModel, check_adapter, hash_files, resolve
+from harness.models.resolve import MANIFEST, ResolvedModel, check_adapter, hash_files, resolve
 from harness.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,13 @@
 """Evaluate one model on one suite and return a Run (the CLI writes it; `compare` reuses it).
 
 `evaluate_suite` is the single entry point. Every scoring path goes through
-the per-item cache (harness.cache.CachedBackend), so a rerun, or a comparison
+the per-item cache (harness.backends.cache.CachedBackend), so a rerun, or a comparison
 that evaluates the same baseline again, recomputes nothing; finished chunks
 survive a crash. Per task kind:
 
 - lm-eval tasks run through lm-eval's evaluator over our backend
   (harness.backends.lmeval_adapter); on the hf backend loglikelihoods come
-  from the shared-prefix scorer (harness.mc_scorer) unless disabled;
+  from the shared-prefix scorer (harness.backends.hf_prefix) unless disabled;
 - `perplexity` scores held-out texts with loglikelihood_rolling;
 - `golden` generates greedily and applies each item's mechanical checks; a
   prompt longer than the model's context leaves that item unscored, with its
@@ -28,11 +28,11 @@ from collections import defaultdict
 from typing import Any
 
 from harness.backends.base import Backend, call_per_item_on_overflow
-from harness.cache import CachedBackend, ItemCache
+from harness.backends.cache import CachedBackend, ItemCache
 from harness.errors import HarnessError, Interrupted
 from harness.settings import Settings
 from harness.store import Run
-from harness.suite import Suite, TaskSpec, choose_docs
+from harness.suites.spec import Suite, TaskSpec, choose_docs
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def check_suite_tasks(settings: Settings, suite: Suite) -> Any:
     if not specs:
         return None
     from harness.backends.lmeval_adapter import check_task_name, task_manager
-    from harness.suites_data import local_task_names, materialize_lmeval_tasks
+    from harness.suites.lmeval_data import local_task_names, materialize_lmeval_tasks
 
     local = materialize_lmeval_tasks(settings)
     names = local_task_names(settings.data_dir)
@@ -78,7 +78,7 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
     tm = task_manager if task_manager is not None else check_suite_tasks(settings, suite)
     owns = isinstance(model, str)
     if owns:
-        from harness.backends import open_backend
+        from harness.backends.factory import open_backend
 
         backend: Backend = open_backend(settings, model, kind=backend_kind, **(backend_opts or {}))
     else:
@@ -87,7 +87,7 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
     try:
         scorer: Any = backend
         if use_fast_scorer:
-            from harness.mc_scorer import with_shared_prefix
+            from harness.backends.hf_prefix import with_shared_prefix
 
             scorer = with_shared_prefix(backend)
         cached = CachedBackend(scorer, cache, chunk_size=CHUNK_REQUESTS, show_progress=show_progress)
@@ -172,7 +172,7 @@ def _run_task(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBa
 def _run_lmeval(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend, tm: Any,
                 limit: int | None) -> list[dict[str, Any]]:
     from harness.backends.lmeval_adapter import run_lmeval_task
-    from harness.suites_data import FORMAT_VERSION, MMLU_PREFIX, mmlu_categories
+    from harness.suites.lmeval_data import FORMAT_VERSION, MMLU_PREFIX, mmlu_categories
 
     categories = mmlu_categories(settings.data_dir)
 
@@ -201,7 +201,7 @@ def _select(spec: TaskSpec, suite: Suite, n: int, limit: int | None) -> list[int
 def _run_perplexity(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend,
                     limit: int | None) -> list[dict[str, Any]]:
     from harness.records import RollingRequest
-    from harness.suites_text import load_text_set
+    from harness.suites.text import load_text_set
 
     docs = load_text_set(settings, suite.resolve_data(spec))
     chosen = [docs[i] for i in _select(spec, suite, len(docs), limit)]
@@ -212,7 +212,7 @@ def _run_perplexity(settings: Settings, suite: Suite, spec: TaskSpec, cached: Ca
 
 def _run_golden(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend,
                 limit: int | None) -> list[dict[str, Any]]:
-    from harness.suites_golden import load_golden_set, run_checks
+    from harness.suites.golden import load_golden_set, run_checks
 
     golden = load_golden_set(settings, suite.resolve_data(spec))
     chosen = [golden[i] for i in _select(spec, suite, len(golden), limit)]

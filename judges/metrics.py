@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.suites_golden import GoldenItem, run_checks
+from harness.suites.golden import GoldenItem, run_checks
 
 
 def normalize(text: str) -> str:

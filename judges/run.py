@@ -30,7 +30,7 @@ from harness.errors import HarnessError
 from harness.records import Generation
 from harness.settings import Settings
 from harness.store import Run
-from harness.suites_golden import GoldenItem
+from harness.suites.golden import GoldenItem
 from judges.judge import Judge, chat_renderer, token_counter
 from judges.pairwise import PairInput, grade_answers, judge_pairs
 
@@ -190,20 +190,6 @@ def summary_of(agg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _label_scorer(backend: Any) -> Any:
-    """Score the labels of one judge prompt in one forward pass where scoring is in-process.
-
-    Single-token labels after the same context are the same input row, which
-    harness.mc_scorer.SharedPrefixScorer runs once (3x fewer forwards for
-    pairwise, 10x for grading); results equal the plain backend's up to float
-    rounding. That covers hf and a vLLM LoRA engine's models (scored by hf);
-    other backends score as they are.
-    """
-    from harness.mc_scorer import with_shared_prefix
-
-    return with_shared_prefix(backend)
-
-
 def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] | None = None) -> Run:
     """Generate, judge and summarize; returns an unsaved Run of kind "judge".
 
@@ -211,10 +197,10 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
     "complete" even when some are invalid. `backends` (reference -> open
     backend) reuses models a caller already serves, e.g. compare's engine.
     """
-    from harness.cache import CachedBackend, ItemCache
-    from harness.canary import canary_refs, unverified, verify_adapters
-    from harness.models import resolve
-    from harness.suites_golden import load_golden_set
+    from harness.backends.cache import CachedBackend, ItemCache
+    from harness.backends.canary import canary_refs, unverified, verify_adapters
+    from harness.models.resolve import resolve
+    from harness.suites.golden import load_golden_set
     from judges.config import load_judge_config
     from judges.metrics import Embedder
     from judges.validate import latest_validation
@@ -226,7 +212,7 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
     human = load_human_labels(Path(cfg.human_labels)) if cfg.human_labels else None
     cache = ItemCache(settings.cache_path)
     try:
-        from harness.backends import open_models
+        from harness.backends.factory import open_models
 
         resolved = [resolve(settings, r) for r in (cfg.candidate, cfg.baseline, cfg.judge)]
         refs = [*resolved, *canary_refs(resolved, enabled=cfg.check_canary)]
@@ -248,7 +234,7 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
             gens = {side: [answers[side][k] for k in keep] for side in answers}
             items = [items[k] for k in keep]
             raw_judge = models[cfg.judge]
-            judge_backend = CachedBackend(_label_scorer(raw_judge), cache, tag=judge_config.tag)
+            judge_backend = CachedBackend(with_shared_prefix(raw_judge), cache, tag=judge_config.tag)
             render = chat_renderer(raw_judge)
             judge = Judge(judge_backend, judge_config, render_chat=render, count_tokens=token_counter(raw_judge))
             grader = (Judge(judge_backend.with_tag(grade_config.tag), grade_config, render_chat=render)

@@ -194,11 +194,10 @@ def run_validation(settings: Settings, cfg: ValidateConfig, backends: dict[str, 
     """Load pairs, judge them (cached), measure agreement; returns an unsaved Run of kind "judge-validation"."""
     import contextlib
 
-    from harness.backends import open_models
-    from harness.cache import CachedBackend, ItemCache
+    from harness.backends.factory import open_models
+    from harness.backends.cache import CachedBackend, ItemCache
     from judges.config import load_judge_config
     from judges.judge import chat_renderer, token_counter
-    from judges.run import _label_scorer
 
     t0 = time.time()
     config = load_judge_config(cfg.judge_config)
@@ -218,7 +217,7 @@ def run_validation(settings: Settings, cfg: ValidateConfig, backends: dict[str, 
                   else open_models(settings, [cfg.judge], cfg.backend, cfg.backend_opts))
         with opened as models:
             raw = models[cfg.judge]
-            backend = CachedBackend(_label_scorer(raw), cache, tag=config.tag)
+            backend = CachedBackend(with_shared_prefix(raw), cache, tag=config.tag)
             judge = Judge(backend, config, render_chat=chat_renderer(raw), count_tokens=token_counter(raw))
             rows, agg = validate_judge(judge, pairs, np.random.default_rng(cfg.seed), confidence=cfg.confidence,
                                        n_resamples=cfg.n_resamples)

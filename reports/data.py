@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness.store import Run, list_runs
 
-FINETUNE_MANIFEST = "harness_manifest.json"  # harness.models.MANIFEST; named here to avoid importing torch-side code
+FINETUNE_MANIFEST = "harness_manifest.json"  # harness.models.resolve.MANIFEST; named here to avoid importing torch-side code
 RUN_COLUMNS = ["run_id", "kind", "status", "created_utc", "suite", "suite_version", "models", "summary", "path"]
 # Verdicts in the judge's terms mapped to the candidate's side, per game order.
 _SIDE = ({"a": "candidate", "b": "baseline", "tie": "tie"}, {"a": "baseline", "b": "candidate", "tie": "tie"})

@@ -151,14 +151,6 @@ def trend_table(trend: pd.DataFrame) -> pd.DataFrame:
                                   for m, d, lo, hi in zip(trend["metric"], trend["diff"], trend["lo"], trend["hi"])],
     })
 
-
-def compare_markdown(run: Any) -> str:
-    """reports.export.compare_markdown, importable from here too (`harness compare --format markdown` does)."""
-    from reports.export import compare_markdown as render
-
-    return render(run)
-
-
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The run list as shown: id, kind, status, date, suite, models and the headline numbers."""
     return pd.DataFrame({

@@ -49,7 +49,7 @@ def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2's tokenizer and chat template, read straight from the packaged GGUF (seconds)."""
     from transformers import AutoTokenizer
 
-    from harness.models import find_alias_gguf
+    from harness.models.resolve import find_alias_gguf
 
     gguf = find_alias_gguf("smollm2-135m-instruct")
     out = tmp_path_factory.mktemp("smollm2-tokenizer")
@@ -84,7 +84,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_d
 @pytest.fixture(scope="session")
 def smollm2_dir(harness_home: Path, data_dir: Path) -> Path:
     """The real SmolLM2-135M-Instruct, prepared once into the shared HARNESS_HOME."""
-    from harness.models import prepare_alias
+    from harness.models.resolve import prepare_alias
     from harness.settings import Settings
 
     return prepare_alias(Settings.at(harness_home, runs_dir=harness_home / "runs", data_dir=data_dir),

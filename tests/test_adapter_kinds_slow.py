@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from cli.main import main
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def _reference(settings, ref: str, *, generate: bool) -> tuple[list[float], floa
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.models import resolve
+    from harness.models.resolve import resolve
 
     resolved = resolve(settings, ref)
     tok = AutoTokenizer.from_pretrained(resolved.base_path)
@@ -141,7 +141,7 @@ def _requests() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def base_scores(settings_module, smollm2_dir) -> list[float]:
     from harness.backends.hf import HFBackend
-    from harness.models import resolve
+    from harness.models.resolve import resolve
     from harness.records import LoglikelihoodRequest
 
     backend = HFBackend(resolve(settings_module, BASE), dtype="float32")
@@ -160,8 +160,8 @@ def settings_module(tmp_path_factory, harness_home, data_dir):
 @pytest.mark.parametrize("kind", KINDS)
 def test_hf_scores_every_adapter_kind_like_an_independent_forward(settings_module, kinds, base_scores, kind):
     from harness.backends.hf import HFBackend
-    from harness.mc_scorer import SharedPrefixScorer
-    from harness.models import resolve
+    from harness.backends.hf_prefix import SharedPrefixScorer
+    from harness.models.resolve import resolve
     from harness.records import GenerateRequest, LoglikelihoodRequest, RollingRequest
 
     requests = [LoglikelihoodRequest(c, x) for c, x in _requests()]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.synthetic import ATTACKS, ATTACK_TEXT, build_store
+from tests.fixtures.synthetic import ATTACKS, ATTACK_TEXT, build_store
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT_S = 120  # two shared CPU cores in CI; a view normally renders in about a second

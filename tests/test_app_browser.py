@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.synthetic import build_store
+from tests.fixtures.synthetic import build_store
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 CHROMIUM = "/usr/bin/chromium"

@@ -9,10 +9,10 @@ import re
 
 import pytest
 
-from harness.backends.fingerprint import LOGPROB_DECIMALS, EndpointError, rounded
+from harness.models.fingerprint import LOGPROB_DECIMALS, EndpointError, rounded
 from harness.errors import HarnessError, ModelRefError
-from harness.modelref import parse_model_ref
-from harness.models import resolve
+from harness.models.ref import parse_model_ref
+from harness.models.resolve import resolve
 from harness.records import LoglikelihoodRequest
 from tests.helpers import ChatStub
 
@@ -143,7 +143,7 @@ def test_the_api_key_is_sent_and_never_recorded(settings, fake_vllm, monkeypatch
 
 
 def test_unreachable_endpoint_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
-    from harness.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     for ref in ("vllm:smol@http://127.0.0.1:9/v1", "openai:gpt@http://127.0.0.1:9/v1"):  # port 9: refused
@@ -159,7 +159,7 @@ def test_vllm_reference_to_a_model_the_server_does_not_serve(settings, fake_vllm
 
 
 def test_models_show_prints_the_fingerprint(settings, fake_vllm, monkeypatch, capsys):
-    from harness.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("HARNESS_HOME", str(settings.home))
     assert main(["models", "show", "--json", f"vllm:smol@{fake_vllm.url}"]) == 0
@@ -170,7 +170,7 @@ def test_models_show_prints_the_fingerprint(settings, fake_vllm, monkeypatch, ca
 # --- the attached backend --------------------------------------------------------------------------
 
 def test_attached_backend_scores_with_token_ids_through_the_server(settings, fake_vllm):
-    from harness.backends import open_backend
+    from harness.backends.factory import open_backend
 
     resolved = resolve(settings, f"vllm:smol@{fake_vllm.url}")
     backend = open_backend(settings, resolved, kind="hf", dtype="float32")  # vllm: refs ignore --backend
@@ -225,7 +225,7 @@ def test_a_server_that_stops_answering_mid_run_is_one_line(settings, fake_vllm):
         backend.loglikelihood([LoglikelihoodRequest("The capital of France is", " Paris")])
 
 
-@pytest.mark.parametrize("module", ["harness.modelref", "harness.backends.fingerprint"])
+@pytest.mark.parametrize("module", ["harness.models.ref", "harness.models.fingerprint"])
 def test_doctests(module):
     import doctest
     import importlib

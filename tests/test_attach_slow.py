@@ -110,7 +110,7 @@ def served(tmp_path_factory, smollm2_dir):
 @pytest.fixture
 def cli(served, harness_home, data_dir, monkeypatch):
     """The CLI with the shared prepared models, and runs and an item cache kept for the whole module."""
-    from harness.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("HARNESS_HOME", str(harness_home))
     monkeypatch.setenv("HARNESS_DATA_DIR", str(data_dir))

@@ -1,6 +1,6 @@
 import pytest
 
-from harness.cache import CachedBackend, ItemCache
+from harness.backends.cache import CachedBackend, ItemCache
 from harness.records import GenerateRequest, Generation, LoglikelihoodRequest, LoglikelihoodResult
 
 

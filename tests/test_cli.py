@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from harness.cli import COMMANDS, build_parser, main
+from cli.main import COMMANDS, build_parser, main
 
 
 def test_help_on_every_level(capsys):
@@ -17,14 +17,14 @@ def test_help_on_every_level(capsys):
 
 def test_user_error_is_one_line_exit_2_and_debug_shows_the_traceback(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HARNESS_HOME": str(tmp_path)}
-    plain = subprocess.run([sys.executable, "-m", "harness.cli", "models", "show", "no-such-model"],
+    plain = subprocess.run([sys.executable, "-m", "cli.main", "models", "show", "no-such-model"],
                            capture_output=True, text=True, env=env, timeout=120)
     assert plain.returncode == 2
     assert plain.stderr.strip().splitlines() == [
         "harness: error: model reference 'no-such-model': 'no-such-model' is not an alias (smollm2-135m-instruct), "
         "an existing directory, or a hub id; valid forms: ALIAS, ./LOCAL_DIR, ORG/NAME, BASE+ADAPTER_DIR, openai:MODEL@URL, "
         "vllm:MODEL@URL"]
-    debug = subprocess.run([sys.executable, "-m", "harness.cli", "--debug", "models", "show", "no-such-model"],
+    debug = subprocess.run([sys.executable, "-m", "cli.main", "--debug", "models", "show", "no-such-model"],
                            capture_output=True, text=True, env=env, timeout=120)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.cli import main
+from cli.main import main
 from harness.compare import checkpoint_step, compare_eval_runs, overall_verdict, trend_of
 from harness.store import Run
 from tests.helpers import make_lora

@@ -2,7 +2,7 @@
 import pytest
 
 from harness import store
-from harness.demo import run_demo
+from cli.demo import run_demo
 
 pytestmark = pytest.mark.slow
 

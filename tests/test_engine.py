@@ -38,7 +38,7 @@ def test_the_users_memory_setting_replaces_the_platform_default(settings, tiny_m
 
 
 def test_lora_log_likelihoods_go_to_hf_on_cpu_only(settings, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from harness.models import resolve
+    from harness.models.resolve import resolve
     from tests.helpers import make_lora
 
     adapter = resolve(settings, f"{tiny_model_dir}+{make_lora(tiny_model_dir, tmp_path / 'a', scale=0.05)}")
@@ -52,7 +52,7 @@ def test_lora_log_likelihoods_go_to_hf_on_cpu_only(settings, tiny_model_dir: Pat
 
 
 def test_engine_arguments_pass_through_and_override_the_harness(settings, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from harness.models import resolve
+    from harness.models.resolve import resolve
     from tests.helpers import make_lora
 
     adapter = resolve(settings, f"{tiny_model_dir}+{make_lora(tiny_model_dir, tmp_path / 'a', scale=0.05)}")
@@ -89,8 +89,8 @@ def test_a_bad_engine_argument_is_one_line_naming_its_source(pair: str, message:
 def test_serve_config_and_suite_serving_blocks(tmp_path: Path, settings) -> None:
     from types import SimpleNamespace
 
-    from harness.cli_serving import backend_options, with_suite_serving
-    from harness.suite import load_suite
+    from cli.serving import backend_options, with_suite_serving
+    from harness.suites.spec import load_suite
 
     config = tmp_path / "serve.yaml"
     config.write_text("serving:\n  max_loras: 8\n  tensor_parallel_size: 2\n")
@@ -122,7 +122,7 @@ def test_serve_config_and_suite_serving_blocks(tmp_path: Path, settings) -> None
 def test_serve_dry_run_prints_the_command_environment_and_platform(settings, tiny_model_dir: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture) -> None:
-    from harness import cli
+    from cli import main as cli
     from tests.helpers import make_lora
 
     monkeypatch.setenv("HARNESS_HOME", str(settings.home))
@@ -160,8 +160,8 @@ def test_a_gpu_lora_engine_checks_its_scores_once_and_falls_back_to_hf(settings,
     answer concurrent prompt-logprob requests, so the engine call is the one thing substituted here)."""
     from harness.backends.hf import HFBackend
     from harness.backends.vllm import VLLMBackend
-    from harness.cache import CachedBackend, ItemCache
-    from harness.models import resolve
+    from harness.backends.cache import CachedBackend, ItemCache
+    from harness.models.resolve import resolve
     from harness.records import LoglikelihoodRequest, LoglikelihoodResult
     from tests.helpers import make_lora
 
@@ -200,7 +200,7 @@ def test_hf_picks_its_device_and_dtype(settings, tiny_model_dir: Path, monkeypat
     import torch
 
     from harness.backends.hf import HFBackend, pick_dtype
-    from harness.models import resolve
+    from harness.models.resolve import resolve
 
     assert pick_dtype("auto", "cpu") == torch.float32 and pick_dtype("auto", "cuda:0") == torch.bfloat16
     m = resolve(settings, str(tiny_model_dir))

@@ -47,8 +47,8 @@ def test_evaluate_suite_stores_items_and_resumes_from_cache(settings, tiny_model
     from harness import store
     from harness.backends.hf import HFBackend
     from harness.evaluate import evaluate_suite
-    from harness.models import resolve
-    from harness.suite import load_suite
+    from harness.models.resolve import resolve
+    from harness.suites.spec import load_suite
 
     suite = load_suite(suite_file)
     # The tiny model has a 256-token context; 5-shot MMLU prompts are cut on the left.
@@ -90,7 +90,7 @@ def test_evaluate_suite_stores_items_and_resumes_from_cache(settings, tiny_model
 
 def test_cli_eval_writes_run_and_reports_suite_errors(settings, tiny_model_dir: Path, suite_file: Path,
                                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from harness import cli
+    from cli import main as cli
 
     monkeypatch.setenv("HARNESS_HOME", str(settings.home))
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(settings.runs_dir))

@@ -49,8 +49,8 @@ def _one_error_line(err: str, *needles: str) -> str:
 
 def test_item2_the_canary_cannot_be_bypassed_through_the_cache(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """Issue 14 item 2: a zero-B adapter scored once with --no-canary was then PASSed from the cache."""
-    from harness import canary_store
-    from harness.cli import main
+    from harness.backends import canary_store
+    from cli.main import main
     from harness.store import list_runs, load_run
     from tests.helpers import make_lora
 
@@ -78,8 +78,8 @@ def test_item2_the_canary_cannot_be_bypassed_through_the_cache(tiny_model_dir, t
 
 def test_item2_a_passing_record_skips_the_probes_and_a_changed_adapter_needs_a_new_one(
         tiny_model_dir, tmp_path, monkeypatch, capsys):
-    from harness import canary_store
-    from harness.cli import main
+    from harness.backends import canary_store
+    from cli.main import main
     from harness.store import list_runs, load_run
     from tests.helpers import make_lora
 
@@ -113,7 +113,7 @@ def test_item2_the_trend_checks_every_checkpoint(tiny_model_dir, tmp_path, monke
     """`compare --checkpoints`: a kept checkpoint that is a no-op adapter stops the trend before any task."""
     import json
 
-    from harness.cli import main
+    from cli.main import main
     from harness.store import list_runs
     from tests.helpers import make_lora
 
@@ -139,7 +139,7 @@ def _golden(tmp_path):
 
 def test_item3_judge_refuses_a_zero_b_adapter_candidate_or_baseline(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """Issue 14 item 3: `harness judge` ran no canary; a no-op LoRA got a 50% win rate and exit 0."""
-    from harness.cli import main
+    from cli.main import main
     from harness.store import list_runs, load_run
     from tests.helpers import make_lora
 
@@ -163,9 +163,9 @@ def test_item3_judge_refuses_a_zero_b_adapter_candidate_or_baseline(tiny_model_d
 def test_item13_a_damaged_adapter_is_refused_as_damaged_not_scored(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """Issue 14 item 13 (canary half): the canary only checked that base and adapter differ, so an
     adapter scoring 8 nats/token worse than its base (read at the wrong positions) passed."""
-    from harness import canary_store
-    from harness.canary import DEFAULT_MAX_DROP_NATS_PER_TOKEN
-    from harness.cli import main
+    from harness.backends import canary_store
+    from harness.backends.canary import DEFAULT_MAX_DROP_NATS_PER_TOKEN
+    from cli.main import main
     from harness.store import list_runs
     from tests.helpers import make_lora
 
@@ -185,8 +185,8 @@ def test_item13_a_damaged_adapter_is_refused_as_damaged_not_scored(tiny_model_di
 def test_item13_plausibility_on_the_real_model(smollm2_dir, tmp_path, monkeypatch, capsys):
     """On SmolLM2: seeded-noise LoRAs on every projection, scale 0.05 (probes 0.3 nats/token worse)
     is scored, scale 0.1 (8.5 nats/token worse, near a uniform guess) is refused as damaged."""
-    from harness import canary_store
-    from harness.cli import main
+    from harness.backends import canary_store
+    from cli.main import main
     from harness.store import list_runs
     from tests.helpers import make_lora
 
@@ -211,7 +211,7 @@ def test_item14_a_refusal_stops_the_whole_run_before_any_task(tiny_model_dir, tm
     manifest said 'not needed: every item was cached' beside cache misses."""
     import sqlite3
 
-    from harness.cli import main
+    from cli.main import main
     from harness.store import list_runs, load_run
     from tests.helpers import make_lora
 
@@ -260,13 +260,13 @@ def test_item5_vllm_run_scores_a_dora_adapter_on_hf_with_a_notice_and_starts_no_
     """Before: vLLM failed to start ("vLLM does not yet support DoRA") in a 30-line traceback per
     task, and the run was left partial. Now the DoRA adapter is scored on hf, said so in one line
     and in the manifest; its base stays on the (lazy) engine, scoring like the adapter on hf."""
-    from harness.backends import open_models
+    from harness.backends.factory import open_models
     from harness.backends.hf import HFBackend
     from harness.backends.vllm import VLLMBackend, VLLMServer
-    from harness.canary import CanaryError, adapter_canary
+    from harness.backends.canary import CanaryError, adapter_canary
     from harness.errors import HarnessError
     from harness.evaluate import evaluate_suite
-    from harness.suite import load_suite
+    from harness.suites.spec import load_suite
     from tests.helpers import make_adapter
 
     texts = tmp_path / "texts.jsonl"
@@ -299,7 +299,7 @@ def test_item5_compare_on_vllm_keeps_the_baseline_on_the_engine_and_scores_dora_
     repeated for every task, the run was left partial and the canary marked "not needed"."""
     import json
 
-    from harness.cli import main
+    from cli.main import main
     from tests.helpers import make_adapter
 
     monkeypatch.setenv("HARNESS_HOME", str(smollm2_dir.parent.parent))
@@ -353,8 +353,8 @@ def test_item13_prompt_tuning_is_scored_after_its_virtual_tokens_on_every_path(s
     them from position 0, so every log-likelihood (and --no-fast-scorer's) was read from the wrong
     positions (held-out perplexity 140,381 against 6.81)."""
     from harness.backends.hf import HFBackend
-    from harness.mc_scorer import SharedPrefixScorer
-    from harness.models import resolve
+    from harness.backends.hf_prefix import SharedPrefixScorer
+    from harness.models.resolve import resolve
     from harness.records import GenerateRequest, LoglikelihoodRequest, RollingRequest
     from tests.helpers import make_adapter
 
@@ -384,8 +384,8 @@ def test_item12_merged_checkpoint_is_a_compare_candidate_linked_to_its_adapter(
         tiny_model_dir, tmp_path, monkeypatch, capsys):
     import json
 
-    from harness.cli import main
-    from harness.models import hash_files
+    from cli.main import main
+    from harness.models.resolve import hash_files
     from tests.helpers import make_lora
 
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
@@ -419,7 +419,7 @@ def test_item12_a_bfloat16_merge_reports_what_it_lost_and_float32_keeps_it_exact
     merged checkpoint lost about a tenth of the adapter's perplexity gain."""
     import json
 
-    from harness.cli import main
+    from cli.main import main
     from tests.helpers import make_adapter
 
     monkeypatch.setenv("HARNESS_HOME", str(smollm2_dir.parent.parent))
@@ -485,8 +485,8 @@ def _forgetting_quick_compare(runs_dir):
 def test_item0_exports_work_when_tasks_share_subject_names(tmp_path, monkeypatch, capsys):
     import json
 
-    from harness.cli import main
-    from harness.cli_compare import format_text
+    from cli.main import main
+    from cli.compare import format_text
     from reports.export import compare_markdown
 
     run = _forgetting_quick_compare(tmp_path / "runs")
@@ -548,7 +548,7 @@ def test_item1_the_shipped_ci_gate_step_fails_on_regression_and_on_error(tmp_pat
 
 
 def test_item17_compare_errors_name_an_endpoint_candidate_in_full(tmp_path, monkeypatch, capsys, tiny_model_dir):
-    from harness.cli import main
+    from cli.main import main
 
     suite = tmp_path / "ppl.yaml"
     suite.write_text("# perplexity on two held-out texts\nname: ppl\nversion: 1\nseed: 0\ntasks:\n"
@@ -558,14 +558,14 @@ def test_item17_compare_errors_name_an_endpoint_candidate_in_full(tmp_path, monk
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     endpoint = "openai:served-model@http://127.0.0.1:9/v1"  # port 9 (discard): refused at once
     code = main(["compare", "--baseline", str(tiny_model_dir), "--candidate", endpoint, "--suite", str(suite)])
-    assert code == 2  # the endpoint is fingerprinted before anything is scored (harness.backends.fingerprint)
+    assert code == 2  # the endpoint is fingerprinted before anything is scored (harness.models.fingerprint)
     assert capsys.readouterr().err.strip().splitlines() == [
         f"harness: error: endpoint http://127.0.0.1:9/v1 unreachable for '{endpoint}' "
         "([Errno 111] Connection refused); is the server running?"]
 
 
 def test_item17_runs_list_says_when_runs_exist_but_none_match(tmp_path, monkeypatch, capsys):
-    from harness.cli import main
+    from cli.main import main
     from harness.store import Run, write_run
 
     write_run(tmp_path / "runs", Run(kind="eval", manifest={"models": [{"ref": "m"}]}))
@@ -575,7 +575,7 @@ def test_item17_runs_list_says_when_runs_exist_but_none_match(tmp_path, monkeypa
 
 
 def test_item17_models_show_names_an_adapter_reference_an_adapter(tmp_path, monkeypatch, capsys, tiny_model_dir):
-    from harness.cli import main
+    from cli.main import main
     from tests.helpers import make_lora
 
     adapter = make_lora(tiny_model_dir, tmp_path / "lora", scale=0.01)
@@ -591,7 +591,7 @@ def test_item0_compare_prints_every_format_on_the_shipped_forgetting_suite(tmp_p
     models with room for 5-shot MMLU), then `report export` of the stored run in both formats."""
     import json
 
-    from harness.cli import main
+    from cli.main import main
     from harness.store import list_runs
     from tests.conftest import build_tiny_llama
 
@@ -614,7 +614,7 @@ def test_item0_compare_prints_every_format_on_the_shipped_forgetting_suite(tmp_p
         assert main(["report", "export", run_id, "--format", fmt, "--out", str(tmp_path / f"x.{fmt}")]) == 0
 
 # --- Inputs, errors, statuses and limits: items 4, 6, 7, 8, 9, 10, 11, 15 ----------------------
-# Real CLI invocations on the tiny model (context 256 tokens): in-process through harness.cli.main
+# Real CLI invocations on the tiny model (context 256 tokens): in-process through cli.main.main
 # where the fault is in our code, in a subprocess where it needs a signal, a pipe or a resource limit.
 
 import json as inputs_json  # noqa: E402  (imports of this section stay inside it; see the module docstring)
@@ -674,7 +674,7 @@ def inputs_openai_server():
 @pytest.mark.slow  # a dead endpoint costs the client's retries (seconds)
 def test_item4_openai_endpoint_on_the_default_backend(inputs_env, tmp_path, capsys) -> None:
     """eval/compare/judge of openai:M@URL without --backend vllm: no dtype TypeError; a dead URL is one line."""
-    from harness.cli import main
+    from cli.main import main
 
     inputs_write_golden(tmp_path / "g.jsonl", {"hi": "Say hello in French.", "bye": "Say goodbye."})
     suite = inputs_write_suite(tmp_path, "endpoint", ["g.jsonl"])
@@ -701,7 +701,7 @@ def test_item4_openai_endpoint_on_the_default_backend(inputs_env, tmp_path, caps
 
 def test_item6_golden_encoding_bom_and_empty_prompt(inputs_env, tmp_path, tiny_model_dir, capsys) -> None:
     """Invalid UTF-8: file, line and column, exit 2. A BOM is accepted. An empty prompt names its line."""
-    from harness.cli import main
+    from cli.main import main
 
     golden = tmp_path / "g.jsonl"
     suite = inputs_write_suite(tmp_path, "enc", ["g.jsonl"])
@@ -732,7 +732,7 @@ def test_item6_golden_encoding_bom_and_empty_prompt(inputs_env, tmp_path, tiny_m
 def test_item7_a_prompt_longer_than_the_context_is_unscored_alone(inputs_env, tmp_path, tiny_model_dir, capsys) -> None:
     """eval keeps the task and records the long item unscored (reason, id, line); judge leaves it out."""
     from harness import store
-    from harness.cli import main
+    from cli.main import main
 
     golden = inputs_write_golden(tmp_path / "g.jsonl", {"a": "Say hi.", "long": "word " * 400, "c": "Say bye."})
     suite = inputs_write_suite(tmp_path, "ctx", ["g.jsonl"])
@@ -767,7 +767,7 @@ def test_item8_unwritable_runs_dir_full_home_and_escaping_os_errors(inputs_env, 
     import resource
     import signal
 
-    from harness.cli import main
+    from cli.main import main
 
     inputs_write_golden(tmp_path / "g.jsonl", {"a": "Say hi."})
     suite = inputs_write_suite(tmp_path, "w", ["g.jsonl"])
@@ -788,7 +788,7 @@ def test_item8_unwritable_runs_dir_full_home_and_escaping_os_errors(inputs_env, 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, 16 * 1024))
 
-    full = inputs_subprocess.run([inputs_sys.executable, "-m", "harness.cli", "eval", "--model", str(tiny_model_dir),
+    full = inputs_subprocess.run([inputs_sys.executable, "-m", "cli.main", "eval", "--model", str(tiny_model_dir),
                                   "--suite", str(suite)], env=inputs_env, capture_output=True, text=True, timeout=300,
                                  preexec_fn=limit_file_size)
     assert full.returncode == 2
@@ -810,13 +810,13 @@ def test_item8_unwritable_runs_dir_full_home_and_escaping_os_errors(inputs_env, 
 
 
 def test_item8_any_unexpected_exception_is_one_line_and_debug_shows_it(inputs_env, monkeypatch, capsys) -> None:
-    import harness.cli_runs
-    from harness.cli import main
+    import cli.runs
+    from cli.main import main
 
     def bug(args, settings):  # the shape of item 4's TypeError: a bug, not a user error
         raise TypeError("__init__() got an unexpected keyword argument 'dtype'")
 
-    monkeypatch.setattr(harness.cli_runs, "run", bug)
+    monkeypatch.setattr(cli.runs, "run", bug)
     assert main(["runs", "list"]) == 2
     assert inputs_one_error_line(capsys.readouterr().err) == (
         "harness: error: internal error TypeError: __init__() got an unexpected keyword argument 'dtype'; "
@@ -836,7 +836,7 @@ def test_item9_sigint_mid_eval_stores_a_partial_run(inputs_env, tmp_path, tiny_m
     # Long enough to be still running when the signal lands: 400 prompts x 200 new tokens.
     inputs_write_golden(tmp_path / "slow.jsonl", {f"s{i}": f"Count to {i}." for i in range(400)})
     suite = inputs_write_suite(tmp_path, "sig", ["quick.jsonl", ("slow.jsonl", 200)])
-    proc = inputs_subprocess.Popen([inputs_sys.executable, "-m", "harness.cli", "eval", "--model", str(tiny_model_dir),
+    proc = inputs_subprocess.Popen([inputs_sys.executable, "-m", "cli.main", "eval", "--model", str(tiny_model_dir),
                                     "--suite", str(suite)], env=inputs_env, stdout=inputs_subprocess.PIPE,
                                    stderr=inputs_subprocess.PIPE, text=True)
     try:
@@ -863,7 +863,7 @@ def test_item9_sigint_mid_eval_stores_a_partial_run(inputs_env, tmp_path, tiny_m
 
 def test_item10_statuses_failed_partial_and_compare_error(inputs_env, tmp_path, tiny_model_dir, capsys) -> None:
     """Nothing scored -> failed; some tasks failed -> partial; a compare verdict ERROR -> failed."""
-    from harness.cli import main
+    from cli.main import main
 
     inputs_write_golden(tmp_path / "ok.jsonl", {"a": "Say hi."})
     inputs_write_golden(tmp_path / "long.jsonl", {"l1": "word " * 400, "l2": "more " * 400})
@@ -885,7 +885,7 @@ def test_item10_statuses_failed_partial_and_compare_error(inputs_env, tmp_path, 
 def test_item11_missing_data_file_is_a_suite_error_with_its_key_path(inputs_env, tmp_path, tiny_model_dir,
                                                                     monkeypatch, capsys) -> None:
     """Caught at suite validation, before a model loads: one line with the key path, exit 2, no run."""
-    from harness.cli import main
+    from cli.main import main
 
     inputs_write_golden(tmp_path / "ok.jsonl", {"a": "Say hi."})
     suite = inputs_write_suite(tmp_path, "miss", ["ok.jsonl", "foo.jsonl"])
@@ -912,7 +912,7 @@ def test_item15_compare_limit_caps_the_golden_prompts(inputs_env, tmp_path, tiny
     import shutil
 
     from harness import store
-    from harness.cli import main
+    from cli.main import main
 
     # Judge answers get 256 new tokens: the tiny llama with a longer context (RoPE needs no retraining).
     model = shutil.copytree(tiny_model_dir, tmp_path / "tiny-1k")
@@ -941,7 +941,7 @@ def test_item17_runs_list_into_a_closed_pipe_exits_quietly(inputs_env, tmp_path)
                        [(f"run-{i:05d}", "eval", "complete", "2024-01-01", "s", "1", '["m"]', "{}", "/x")
                         for i in range(5000)])
     db.close()
-    proc = inputs_subprocess.Popen([inputs_sys.executable, "-m", "harness.cli", "runs", "list"], env=inputs_env,
+    proc = inputs_subprocess.Popen([inputs_sys.executable, "-m", "cli.main", "runs", "list"], env=inputs_env,
                                    stdout=inputs_subprocess.PIPE, stderr=inputs_subprocess.PIPE)
     assert proc.stdout.readline().startswith(b"run-04999")  # type: ignore[union-attr]
     proc.stdout.close()  # type: ignore[union-attr]
@@ -953,7 +953,7 @@ def test_item17_runs_list_into_a_closed_pipe_exits_quietly(inputs_env, tmp_path)
 def test_item7_an_lmeval_prompt_longer_than_the_context_names_its_document(inputs_env, tmp_path, tiny_model_dir,
                                                                           capsys) -> None:
     """lm-eval scores every request of a task, so the task fails; the reason names the document, not 'request N'."""
-    from harness.cli import main
+    from cli.main import main
 
     (tmp_path / "fs.yaml").write_text(INPUTS_SUITE.format(name="fs") + "  - lm_eval: arc_easy_local\n"
                                       "    num_fewshot: 25\n    limit: 2\n    metric: acc_norm\n")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from cli.main import main
 
 METHODS = ["lora", "qlora", "dora", "ia3", "prompt_tuning", "full"]
 
@@ -50,7 +50,7 @@ train:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_two_step_run_writes_checkpoint_and_manifest(env: Path, tiny_model_dir: Path, method: str):
-    from harness.models import resolve
+    from harness.models.resolve import resolve
     from harness.settings import Settings
 
     assert main(["finetune", str(_config(env, tiny_model_dir, method))]) == 0
@@ -76,7 +76,7 @@ def test_two_step_run_writes_checkpoint_and_manifest(env: Path, tiny_model_dir: 
 
 
 def test_dpo_on_base_and_on_top_of_sft_adapter(env: Path, tiny_model_dir: Path):
-    from harness.models import resolve
+    from harness.models.resolve import resolve
     from harness.settings import Settings
 
     assert main(["finetune", str(_config(env, tiny_model_dir, "lora"))]) == 0
@@ -98,7 +98,7 @@ def test_merge_gives_a_local_model_equal_to_base_plus_adapter(env: Path, tiny_mo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from harness.models import resolve
+    from harness.models.resolve import resolve
     from harness.settings import Settings
 
     assert main(["finetune", str(_config(env, tiny_model_dir, "lora")), "train.learning_rate=0.05"]) == 0

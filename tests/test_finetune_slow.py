@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from cli.main import main
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def test_qlora_and_dpo_save_checkpoints_the_harness_loads(smollm2_dir: Path, tmp
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from harness.models import resolve
+    from harness.models.resolve import resolve
     from harness.settings import Settings
 
     monkeypatch.setenv("HARNESS_HOME", str(smollm2_dir.parent.parent))

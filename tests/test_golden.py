@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from harness.errors import SuiteError
-from harness.suites_golden import (Checks, GoldenItem, load_alpaca, load_golden, load_golden_set, load_self_instruct,
+from harness.suites.golden import (Checks, GoldenItem, load_alpaca, load_golden, load_golden_set, load_self_instruct,
                                    run_checks)
 
 
 def test_shipped_smoke_set_is_valid(settings) -> None:
-    items = load_golden_set(settings, "smoke")  # written from harness.golden_smoke as golden JSONL
+    items = load_golden_set(settings, "smoke")  # written from harness.suites.golden_smoke as golden JSONL
     assert len(items) == 12 and all(i.checks for i in items)
     assert load_golden(settings.home / "golden" / "smoke.jsonl") == items
 

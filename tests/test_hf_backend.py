@@ -2,10 +2,10 @@ import math
 
 import pytest
 
-from harness.backends import open_backend
+from harness.backends.factory import open_backend
 from harness.backends.hf import HFBackend
 from harness.errors import ContextTooLongError
-from harness.models import resolve
+from harness.models.resolve import resolve
 from harness.records import GenerateRequest, LoglikelihoodRequest, RollingRequest
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from harness.errors import UnsupportedMethodError
 from harness.records import Generation, LoglikelihoodResult
-from harness.suites_golden import GoldenItem
+from harness.suites.golden import GoldenItem
 from judges.config import JudgeError, load_judge_config
 from judges.judge import Judge
 from judges.pairwise import PairInput, judge_pairs
@@ -228,7 +228,7 @@ def test_injection_probe_runs_and_measures_flips():
 
 
 def test_injection_probe_is_in_the_report():
-    from judges.cli import format_report
+    from cli.judge import format_report
     from judges.run import JudgeRunConfig
 
     judge = Judge(ScriptedJudge(gullible), load_judge_config("pairwise"))
@@ -241,7 +241,7 @@ def test_injection_probe_is_in_the_report():
 
 
 def test_judge_cache_keys_on_order_and_answers(tmp_path):
-    from harness.cache import CachedBackend, ItemCache
+    from harness.backends.cache import CachedBackend, ItemCache
 
     config = load_judge_config("pairwise")
     cached = CachedBackend(ScriptedJudge(prefers_good), ItemCache(tmp_path / "c.sqlite"), tag=config.tag,
@@ -311,7 +311,7 @@ def test_metrics_without_judge():
 def test_harness_judge_cli_tiny_model(tmp_path, tiny_model_dir, smollm2_tokenizer_dir, monkeypatch, capsys):
     """The real path: `harness judge` generates with two tiny random models, judges with one (hf), stores a run."""
     from conftest import build_tiny_llama
-    from harness.cli import main
+    from cli.main import main
     from harness.store import list_runs, load_run
 
     other = build_tiny_llama(tmp_path / "tiny-b", smollm2_tokenizer_dir, seed=1)

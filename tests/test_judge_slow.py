@@ -29,7 +29,7 @@ def random_adapter(tmp_path_factory, smollm2_dir: Path) -> Path:
 
 
 def test_harness_judge_self_instruct_hf(tmp_path, harness_home, data_dir, random_adapter, monkeypatch, capsys):
-    from harness.cli import main
+    from cli.main import main
     from harness.store import list_runs, load_run
 
     monkeypatch.setenv("HARNESS_HOME", str(harness_home))

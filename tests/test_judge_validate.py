@@ -193,7 +193,7 @@ def cli_env(tmp_path, monkeypatch, smollm2_tokenizer_dir):
 
 
 def test_first_position_judge_win_rate_is_undetermined_with_reason_and_exit_0(cli_env, always_first_judge, capsys):
-    from harness.cli import main
+    from cli.main import main
     from harness.store import list_runs, load_run
 
     argv = ["judge", "--golden", str(cli_env["golden"]), "--candidate", cli_env["candidate"], "--baseline",
@@ -229,7 +229,7 @@ def test_first_position_judge_win_rate_is_undetermined_with_reason_and_exit_0(cl
 
 @pytest.mark.slow  # tiny models only, but it answers 256 new tokens per golden item (about a minute on 2 cores)
 def test_compare_neither_passes_nor_fails_on_an_undetermined_win_rate(cli_env, always_first_judge, tmp_path, capsys):
-    from harness.cli import main
+    from cli.main import main
     from tests.helpers import make_lora
 
     texts = [{"text": f"The number {i} comes after {i - 1} and before {i + 1}. " * 2} for i in range(1, 9)]
@@ -255,7 +255,7 @@ def test_compare_neither_passes_nor_fails_on_an_undetermined_win_rate(cli_env, a
 
 
 def test_compare_text_says_the_win_rate_is_not_gated():
-    from harness.cli_compare import format_text
+    from cli.compare import format_text
     from harness.store import Run
 
     entry = {"candidate": "c", "judge": "j", "n_prompts": 4, "win_rate": {"value": 0.5, "lo": 0.5, "hi": 0.5, "n": 4,
@@ -280,7 +280,7 @@ def test_an_undetermined_judge_or_an_unverified_adapter_prints_no_interval():
     same, in the compare text and the report table, and an unverified adapter withholds the reference's."""
     import pandas as pd
 
-    from harness.cli_compare import format_text
+    from cli.compare import format_text
     from harness.store import Run
     from reports.tables import win_rate_table
 
@@ -309,7 +309,7 @@ def test_an_undetermined_judge_or_an_unverified_adapter_prints_no_interval():
 
 
 def test_a_judge_run_without_the_canary_is_undetermined(cli_env, always_first_judge, tmp_path, capsys):
-    from harness.cli import main
+    from cli.main import main
     from harness.store import list_runs, load_run
     from tests.helpers import make_lora
 
@@ -349,7 +349,7 @@ def test_generation_tokens_are_recorded_per_game():
 
 
 def test_cli_errors_are_one_line_with_exit_2(tmp_path, monkeypatch, capsys):
-    from harness.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
     assert main(["judge", "--candidate", "x"]) == 2

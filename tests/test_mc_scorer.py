@@ -11,7 +11,7 @@ from harness.records import LoglikelihoodRequest
 @pytest.fixture(scope="module")
 def tiny_hf(tiny_model_dir: Path, harness_home: Path, data_dir: Path):
     from harness.backends.hf import HFBackend
-    from harness.models import resolve
+    from harness.models.resolve import resolve
     from harness.settings import Settings
 
     s = Settings.at(harness_home, runs_dir=harness_home / "runs", data_dir=data_dir)
@@ -32,7 +32,7 @@ def synthetic_requests() -> list[LoglikelihoodRequest]:
 
 
 def test_shared_prefix_matches_plain_backend(tiny_hf) -> None:
-    from harness.mc_scorer import SharedPrefixScorer
+    from harness.backends.hf_prefix import SharedPrefixScorer
 
     reqs = synthetic_requests()
     plain = tiny_hf.loglikelihood(reqs)
@@ -61,10 +61,10 @@ def test_parity_with_lmeval_hf_backend(smollm2_dir: Path, settings) -> None:
 
     from harness.backends.hf import HFBackend
     from harness.backends.lmeval_adapter import run_lmeval_task, task_manager
-    from harness.mc_scorer import SharedPrefixScorer
-    from harness.models import resolve
-    from harness.suite import Sample, TaskSpec, choose_docs
-    from harness.suites_data import materialize_lmeval_tasks
+    from harness.backends.hf_prefix import SharedPrefixScorer
+    from harness.models.resolve import resolve
+    from harness.suites.spec import Sample, TaskSpec, choose_docs
+    from harness.suites.lmeval_data import materialize_lmeval_tasks
 
     tm = task_manager(materialize_lmeval_tasks(settings).task_dir)
     ours = SharedPrefixScorer(HFBackend(resolve(settings, str(smollm2_dir)), dtype="float32", batch_size=8))

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from harness.errors import ModelRefError
-from harness.modelref import parse_model_ref
+from harness.models.ref import parse_model_ref
 
 
 def test_alias_hub_local_adapter_and_openai_forms(tmp_path):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import models
+from harness.models import resolve as models
 from harness.errors import AdapterMismatchError, ModelRefError
 from harness.settings import Settings
 from tests.conftest import build_tiny_llama
@@ -89,7 +89,7 @@ def test_prepare_interrupted_in_process_leaves_nothing(tmp_path, data_dir, monke
 def test_prepare_killed_midway_then_prepare_succeeds_and_show_prints_hash_and_size(tmp_path, data_dir):
     """SIGKILL skips every cleanup handler: the staging folder stays, but nothing trusts it."""
     env = {**os.environ, "HARNESS_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "harness.cli", "models", "prepare", "smollm2-135m-instruct"]
+    cmd = [sys.executable, "-m", "cli.main", "models", "prepare", "smollm2-135m-instruct"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "models").glob(".*staging*/*.json")):
@@ -103,7 +103,7 @@ def test_prepare_killed_midway_then_prepare_succeeds_and_show_prints_hash_and_si
     assert done.returncode == 0, done.stderr
     assert list((tmp_path / "models").glob(".*staging*")) == []
     manifest = json.loads((final / "harness_manifest.json").read_text())
-    show = subprocess.run([sys.executable, "-m", "harness.cli", "models", "show", "smollm2-135m-instruct"],
+    show = subprocess.run([sys.executable, "-m", "cli.main", "models", "show", "smollm2-135m-instruct"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert show.returncode == 0, show.stderr
     assert manifest["content_hash"] in show.stdout and "MiB" in show.stdout

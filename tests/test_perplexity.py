@@ -33,7 +33,7 @@ def test_rolling_perplexity_matches_lm_eval_loglikelihood_rolling(settings, smol
     import lm_eval.models.huggingface as lm_hf
     from lm_eval.api.instance import Instance
 
-    from harness.backends import open_backend
+    from harness.backends.factory import open_backend
     from harness.records import RollingRequest
 
     texts = ["The mitochondria is the powerhouse of the cell. " * 40,

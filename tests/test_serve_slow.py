@@ -51,7 +51,7 @@ def test_serve_starts_the_engine_eval_would_and_stops_on_ctrl_c(smollm2_dir, har
            "HARNESS_RUNS_DIR": str(tmp_path / "runs"), "HARNESS_CACHE": str(tmp_path / "items.sqlite")}
     out = tmp_path / "serve.out"
     with out.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve", "smollm2-135m-instruct",
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "smollm2-135m-instruct",
                                  f"smollm2-135m-instruct+{lora}", "--port", str(port), "--engine-arg", "max_num_seqs=8"],
                                 stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     try:
@@ -72,7 +72,7 @@ def test_serve_starts_the_engine_eval_would_and_stops_on_ctrl_c(smollm2_dir, har
         # time: the server lists a LoRA module) and the run records the fingerprint.
         suite = arc_ppl_suite(tmp_path / "suite.yaml", name="serve", seed=0, arc_n=4, ppl_n=2, arc_margin=5.0,
                               ppl_margin=0.5)
-        evaluated = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "--model",
+        evaluated = subprocess.run([sys.executable, "-m", "cli.main", "eval", "--model",
                                     f"vllm:{adapter_name}@{url}", "--suite", str(suite)],
                                    capture_output=True, text=True, env=env, timeout=600)
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import SuiteError
-from harness.suite import SUITES_DIR, Sample, TaskSpec, available_suites, choose_docs, load_suite
+from harness.suites.spec import SUITES_DIR, Sample, TaskSpec, available_suites, choose_docs, load_suite
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -36,8 +36,8 @@ def test_the_engine_context_defaults_to_the_models_capped(settings, tiny_model_d
 
 def test_a_lora_engines_scorer_loads_its_hf_delegate_only_when_it_scores(settings, tiny_model_dir, tmp_path):
     from harness.backends.hf import HFBackend
-    from harness.mc_scorer import with_shared_prefix
-    from harness.models import resolve
+    from harness.backends.hf_prefix import with_shared_prefix
+    from harness.models.resolve import resolve
     from harness.records import LoglikelihoodRequest
     from tests.helpers import make_lora
 

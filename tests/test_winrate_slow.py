@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_validate_smollm2_on_hh_measures_both_modes_and_a_judge_run_would_carry_it(
         smollm2_dir, tmp_path, harness_home, data_dir, monkeypatch, capsys):
-    from harness.cli import main
+    from cli.main import main
     from harness.store import list_runs, load_run
     from judges.config import load_judge_config
     from judges.validate import latest_validation

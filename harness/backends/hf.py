@@ -10,7 +10,7 @@ import logging
 from typing import Any, Sequence
 
 from harness.errors import ContextTooLongError, HarnessError, ModelRefError
-from harness.models import ResolvedModel
+from harness.models.resolve import ResolvedModel
 from harness.backends.platform import describe_platform
 from harness.backends.tokenization import LMTokenizer, ScoreRow
 from harness.records import (

@@ -2,7 +2,7 @@
 
 This is the only module that imports lm-eval internals. `run_lmeval_task`
 loads one lm-eval task or group (built-in, or the local YAMLs from
-harness.suites_data), picks the documents to score, runs lm-eval's own
+harness.suites.lmeval_data), picks the documents to score, runs lm-eval's own
 evaluator with `log_samples` on, and returns one plain row per document, so
 the prompts, few-shot examples and metrics are exactly lm-eval's.
 """

@@ -14,7 +14,7 @@ return no prompt log-probabilities (OpenAI's chat models) raise
 UnsupportedMethodError.
 
 What answers behind the URL is fingerprinted when the reference is resolved
-(harness.backends.fingerprint), and the fingerprint is this backend's
+(harness.models.fingerprint), and the fingerprint is this backend's
 `identity`, so another model behind the same URL and name is scored afresh.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 
 from harness.errors import BackendError, ContextTooLongError, HarnessError, UnsupportedMethodError
-from harness.models import ResolvedModel
+from harness.models.resolve import ResolvedModel
 from harness.records import (
     GenerateRequest,
     Generation,

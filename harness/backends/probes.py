@@ -1,6 +1,6 @@
 """Fixed probe items: a few short continuations whose log-probabilities tell two scorers apart.
 
-The adapter canary (harness.canary) reads them on base and adapter; a GPU vLLM
+The adapter canary (harness.backends.canary) reads them on base and adapter; a GPU vLLM
 engine with LoRA checks its own log-likelihoods against hf on them once
 (harness.backends.vllm). They cover prose, arithmetic, code and a chat turn.
 """

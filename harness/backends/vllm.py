@@ -13,7 +13,7 @@ There `loglikelihood` and `loglikelihood_rolling` of any model served by a LoRA
 engine are delegated to the in-process `hf` backend for the same model
 (identical tokenization, same checkpoint and adapter files), which is batched,
 correct and needs no second engine (evaluation puts the shared-prefix scorer
-over it: `loglikelihood_delegate`, harness.mc_scorer.with_shared_prefix).
+over it: `loglikelihood_delegate`, harness.backends.hf_prefix.with_shared_prefix).
 On a GPU that workaround would load the weights twice and run many times
 slower than the engine, so there the engine scores its adapters itself
 (prompt logprobs with the LoRA's served name), once `settle_loglikelihood_route`
@@ -27,7 +27,7 @@ concurrently, unless some adapter of its base is scored on hf
 
 Adapters vLLM cannot serve (IA3, prompt tuning, DoRA, LoRA bias, ...) are
 recognised from adapter_config.json by `vllm_refusal` before any engine
-starts; harness.backends.open_models scores them on hf instead.
+starts; harness.backends.factory.open_models scores them on hf instead.
 """
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ from harness.backends.platform import describe_platform, detect_platform
 from harness.backends.probes import PROBES, TOL_NATS_PER_TOKEN
 from harness.backends.tokenization import LMTokenizer, ScoreRow
 from harness.errors import BackendError, ContextTooLongError, HarnessError
-from harness.models import ResolvedModel, read_adapter_config, resolve
-from harness.modelref import ModelRef
+from harness.models.resolve import ResolvedModel, read_adapter_config, resolve
+from harness.models.ref import ModelRef
 from harness.records import (
     GenerateRequest,
     Generation,

@@ -21,7 +21,7 @@ The harness-started engine's other workaround, scoring on in-process hf, needs
 the weights here, which an attached server does not promise.
 
 The weights behind the URL are fingerprinted when the reference is resolved
-(harness.backends.fingerprint): that, not the URL, keys the item cache.
+(harness.models.fingerprint): that, not the URL, keys the item cache.
 """
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ import urllib.request
 from typing import Any
 
 from harness.backends.engine import EngineArgs
-from harness.backends.fingerprint import PROBE_TEXTS, EndpointFingerprint, api_key
+from harness.models.fingerprint import PROBE_TEXTS, EndpointFingerprint, api_key
 from harness.backends.vllm import VLLMBackend
 from harness.errors import BackendError, HarnessError
-from harness.models import ResolvedModel
+from harness.models.resolve import ResolvedModel
 
 MAX_CONCURRENCY = 16  # as a harness-started engine: vLLM batches what is in flight
 

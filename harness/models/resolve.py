@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from harness import atomic
 from harness.errors import AdapterMismatchError, ModelRefError
-from harness.modelref import ALIASES, ModelRef, parse_model_ref
+from harness.models.ref import ALIASES, ModelRef, parse_model_ref
 from harness.settings import Settings
 
 if TYPE_CHECKING:
-    from harness.backends.fingerprint import EndpointFingerprint
+    from harness.models.fingerprint import EndpointFingerprint
 
 log = logging.getLogger(__name__)
 
@@ -229,12 +229,12 @@ def _resolve_endpoint(ref: ModelRef) -> ResolvedModel:
 
     The name and URL stay in it (two servers answering the probes alike are
     still two endpoints), and the fingerprint (model id, root, rounded probe
-    log-probabilities; harness.backends.fingerprint) makes other weights behind
+    log-probabilities; harness.models.fingerprint) makes other weights behind
     the same URL another identity. An unreachable endpoint is an EndpointError.
     `base_path` of a vllm: reference is where the served model's tokenizer is, when the
     server reports a local directory (it tokenizes here), else the model name.
     """
-    from harness.backends.fingerprint import fingerprint_endpoint
+    from harness.models.fingerprint import fingerprint_endpoint
 
     fp = fingerprint_endpoint(ref)
     ident = hashlib.sha256(f"{ref.kind}:{ref.base}@{ref.url}#{fp.digest}".encode()).hexdigest()[:32]

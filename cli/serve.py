@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from harness import cli_serving
+from cli import serving as cli_serving
 from harness.settings import Settings
 
 HELP = "start a vLLM engine for a base and its adapters, print its URL and model names, wait until Ctrl-C"
@@ -36,7 +36,7 @@ def plan(settings: Settings, args: argparse.Namespace):  # -> VLLMServer (lazy, 
     """The engine for `args.models`, built exactly as eval builds it, not started."""
     from harness.backends.vllm import VLLMServer
     from harness.errors import HarnessError
-    from harness.models import resolve
+    from harness.models.resolve import resolve
 
     resolved = [resolve(settings, r) for r in args.models]
     bases = {m.base_hash: m for m in resolved}

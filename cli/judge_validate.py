@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness import cli_serving
+from cli import serving as cli_serving
 from harness.settings import Settings
 
 HELP = "measure a judge's agreement with people on HH-RLHF test pairs (or your own), both verdict modes"
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def format_validation(agg: dict[str, Any], cfg: Any) -> str:
     """Display only: agreement per verdict mode with its interval, ties, invalid verdicts and position diagnostics."""
-    from judges.display import fmt_estimate, pct
+    from reports.text import fmt_estimate, pct
     from judges.trust import CHANCE
 
     s, d, c = agg["summary"], agg["discrete"], agg["calibrated"]

@@ -8,10 +8,10 @@
     vllm:MODEL@URL                   a vLLM server someone else started (key from VLLM_API_KEY), scored
                                      with token ids like a harness-started engine
 
-Both endpoint forms are fingerprinted when resolved (harness.backends.fingerprint),
+Both endpoint forms are fingerprinted when resolved (harness.models.fingerprint),
 so different weights behind the same URL never share cached results.
 
-Parsing is pure: `parse_model_ref` touches no file. `harness.models.resolve`
+Parsing is pure: `parse_model_ref` touches no file. `harness.models.resolve.resolve`
 turns a reference into files and hashes.
 """
 from __future__ import annotations

@@ -13,10 +13,10 @@ import pytest
 from harness.backends.hf import HFBackend
 from harness.backends.openai_api import OpenAIBackend
 from harness.backends.vllm import VLLMServer
-from harness.cache import CachedBackend, ItemCache
-from harness.canary import PROBES, CanaryError, check_adapter_applied, check_backends_agree
+from harness.backends.cache import CachedBackend, ItemCache
+from harness.backends.canary import PROBES, CanaryError, check_adapter_applied, check_backends_agree
 from harness.errors import BackendError
-from harness.models import resolve
+from harness.models.resolve import resolve
 from harness.records import GenerateRequest
 from tests.helpers import make_lora
 

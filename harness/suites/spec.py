@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from harness.errors import SuiteError
 from harness.settings import Settings
-from harness.suites_golden import golden_set_file, load_golden
-from harness.suites_text import load_text_set, text_set_file
+from harness.suites.golden import golden_set_file, load_golden
+from harness.suites.text import load_text_set, text_set_file
 from harness.textfile import read_utf8
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -37,9 +37,9 @@ METRICS: dict[str, tuple[str, ...]] = {
     "perplexity": ("token_perplexity",),
     "golden": ("check_pass_rate",),
 }
-# Named held-out text sets for `perplexity` (see harness.suites_text); a path to a file also works.
+# Named held-out text sets for `perplexity` (see harness.suites.text); a path to a file also works.
 TEXT_SETS = ("alpaca_heldout", "gsm8k_test")
-# Named golden sets for `golden` (see harness.suites_golden); a path to a golden JSONL also works.
+# Named golden sets for `golden` (see harness.suites.golden); a path to a golden JSONL also works.
 GOLDEN_SETS = ("smoke", "self_instruct", "alpaca_heldout")
 
 

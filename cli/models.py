@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness import models
-    from harness.modelref import ALIASES
+    from harness.models import resolve as models
+    from harness.models.ref import ALIASES
 
     if args.models_command == "list":
         for alias, spec in sorted(ALIASES.items()):

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.errors import SuiteError
 from harness.settings import Settings
-from harness.suites_golden import ALPACA_HELDOUT_ROWS
+from harness.suites.golden import ALPACA_HELDOUT_ROWS
 from harness.textfile import read_utf8
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness import cli_serving
+from cli import serving as cli_serving
 from harness.settings import Settings
 
 HELP = "evaluate a model on a suite (forgetting, perplexity, golden sets) and store the run"
@@ -30,11 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness import store
     from harness.errors import HarnessError, Interrupted
-    from harness.backends import open_models
-    from harness.canary import canary_refs, unverified, verify_adapters
+    from harness.backends.factory import open_models
+    from harness.backends.canary import canary_refs, unverified, verify_adapters
     from harness.evaluate import check_suite_tasks, evaluate_suite
-    from harness.models import resolve
-    from harness.suite import load_suite
+    from harness.models.resolve import resolve
+    from harness.suites.spec import load_suite
 
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")

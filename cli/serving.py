@@ -39,7 +39,7 @@ def engine_args(args: argparse.Namespace) -> engine.EngineArgs:
 
 
 def backend_options(args: argparse.Namespace, backend: str) -> dict[str, Any]:
-    """Options for harness.backends.open_models: the hf model's settings, or the engine's, and the
+    """Options for harness.backends.factory.open_models: the hf model's settings, or the engine's, and the
     tokenizer of vllm:MODEL@URL references (which open_models hands to those alone)."""
     tokenizer = {"tokenizer": args.tokenizer} if getattr(args, "tokenizer", None) else {}
     return {**_options(args, backend), **tokenizer}

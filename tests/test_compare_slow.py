@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from harness.cli import main
+from cli.main import main
 from harness.compare import is_perplexity
 from tests.helpers import arc_ppl_suite, make_lora
 

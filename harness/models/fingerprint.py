@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from harness.errors import ModelRefError
-from harness.modelref import ModelRef
+from harness.models.ref import ModelRef
 
 PROBE_VERSION = 1  # bump when the probes or the rounding change: every endpoint identity changes with it
 PROBE_TEXTS = (

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from cli.main import main
 from tests.helpers import arc_ppl_suite
 
 pytestmark = pytest.mark.slow

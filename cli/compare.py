@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from harness import cli_serving
+from cli import serving as cli_serving
 from harness.settings import Settings
 
 HELP = "compare candidates against a baseline on a suite; exit 1 when a candidate regresses beyond a margin"
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness import store
     from harness.compare import CompareConfig
-    from harness.compare_run import checkpoint_candidates, run_compare, write_compare
+    from cli.compare_run import checkpoint_candidates, run_compare, write_compare
     from harness.errors import HarnessError, Interrupted
 
     if args.limit is not None and args.limit < 1:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.format == "json":
         print(json.dumps({"run_id": run_id, **compare.aggregates}, indent=2, default=str))
     elif args.format == "markdown":
-        from reports.tables import compare_markdown
+        from reports.export import compare_markdown
 
         print(compare_markdown(compare))
     else:
@@ -93,7 +93,7 @@ def format_text(compare) -> str:  # type: ignore[no-untyped-def]
                      f"{r['candidate_value']:7.3f} {diff:>28s} {'-' if p is None else format(p, '.3f'):>8s} "
                      f"{mde:>6s} {margin:>7s} {note}")
     if agg.get("win_rates"):
-        from judges.display import compare_entry_lines
+        from reports.text import compare_entry_lines
 
         for w in agg["win_rates"]:
             lines += compare_entry_lines(w)

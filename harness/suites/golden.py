@@ -223,10 +223,10 @@ def load_golden_set(settings: Settings, data: str) -> list[GoldenItem]:
 
 
 def smoke_file(settings: Settings) -> Path:
-    """The shipped smoke set (harness.golden_smoke), written as golden JSONL under HARNESS_HOME:
+    """The shipped smoke set (harness.suites.golden_smoke), written as golden JSONL under HARNESS_HOME:
     the file `harness judge --golden smoke` and the golden-smoke suite read, and a format example."""
     from harness import atomic
-    from harness.golden_smoke import SMOKE_ITEMS
+    from harness.suites.golden_smoke import SMOKE_ITEMS
 
     path = settings.home / "golden" / "smoke.jsonl"
     text = "".join(json.dumps(d) + "\n" for d in SMOKE_ITEMS)

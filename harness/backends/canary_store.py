@@ -6,7 +6,7 @@ probes measured, the thresholds applied, the reason of a refusal, the reference
 that was checked and when. It sits beside the run index because it is a
 record of what was verified, like the runs: deleting the item cache leaves it
 true, and a changed adapter (a new content hash) has no row until its own
-canary runs. harness.canary decides what to do with it.
+canary runs. harness.backends.canary decides what to do with it.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class CanaryKey(NamedTuple):
     base_hash: str
     adapter_hash: str
     backend: str  # the adapter's backend name: a pass on hf says nothing about a vLLM server
-    version: int  # harness.canary.CANARY_VERSION
+    version: int  # harness.backends.canary.CANARY_VERSION
 
 
 def _connect(runs_dir: Path) -> sqlite3.Connection:

@@ -13,7 +13,7 @@ A few probe log-probabilities of base and adapter are compared:
 
 The outcome is a property of the adapter's content, not of the cache: it is
 recorded per (base hash, adapter hash, backend, canary version) by
-harness.canary_store, and `verify_adapters` runs before any task of eval,
+harness.backends.canary_store, and `verify_adapters` runs before any task of eval,
 compare or judge is scored. A passing record lets a fully cached rerun skip the
 probes (and the model load); anything else runs them. A refusal raises
 CanaryError, so nothing is scored; `--no-canary` makes the run "unverified",
@@ -24,11 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from harness import canary_store
+from harness.backends import canary_store
 from harness.backends.base import Backend
 from harness.backends.probes import PROBES, TOL_NATS_PER_TOKEN
 from harness.errors import HarnessError
-from harness.models import ResolvedModel
+from harness.models.resolve import ResolvedModel
 from harness.records import LoglikelihoodRequest, LoglikelihoodResult
 from harness.settings import Settings
 
@@ -146,7 +146,7 @@ def adapter_canary(base: Backend, adapter: Backend, *, label: str = "adapter") -
     vLLM engine, vLLM's own scores agree with hf for the same adapter. Returns the figures
     (for the run manifest); raises CanaryError otherwise."""
     if getattr(adapter, "loglikelihood_delegate", None) is None and getattr(base, "loglikelihood_delegate", None):
-        # An adapter vLLM cannot serve is scored on hf beside a vLLM base (harness.backends.open_models):
+        # An adapter vLLM cannot serve is scored on hf beside a vLLM base (harness.backends.factory.open_models):
         # probe the base on hf too, so the difference is the adapter's, not bf16 vLLM against float32 hf.
         base = base.loglikelihood_delegate() or base
     out = dict(check_adapter_applied(base, adapter, label=label).figures)
@@ -169,7 +169,7 @@ def verify_adapters(settings: Settings, models: Sequence[ResolvedModel], backend
     """The canary status of each model, by reference, for a run manifest; call before scoring anything.
 
     Not an adapter: {"outcome": "not an adapter"}. `enabled` false: {"outcome": "unverified",
-    "reason"}. Otherwise a passing record for the adapter's content (harness.canary_store) is
+    "reason"}. Otherwise a passing record for the adapter's content (harness.backends.canary_store) is
     reused without probes ("source": "record"); failing that the probes run on `backends` (which
     must hold each adapter and its base, see `canary_refs`) and their outcome is recorded. A
     refusal is recorded too, then raised as CanaryError: the caller scores nothing.

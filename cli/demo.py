@@ -37,10 +37,10 @@ def _step(n: int, title: str) -> float:
 
 
 def run_demo(settings: Settings, scale: str = "full") -> int:
-    from harness import models
-    from harness.cli_compare import format_text
+    from harness.models import resolve as models
+    from cli.compare import format_text
     from harness.compare import CompareConfig
-    from harness.compare_run import run_compare, write_compare
+    from cli.compare_run import run_compare, write_compare
 
     suite, golden_limit, train_rows, hh_pairs = SCALES[scale]
     t_all = time.time()
@@ -53,7 +53,7 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     if (adapter / "harness_manifest.json").is_file():
         print(f"   reusing {adapter} (delete it to retrain)")
     else:
-        from harness.cli import main as harness_main
+        from cli.main import main as harness_main
 
         code = harness_main(["finetune", str(FINETUNE_CONFIG), f"output_dir={adapter}", f"data.limit={train_rows}"])
         if code != 0:
@@ -89,7 +89,7 @@ def _validate_judge(settings: Settings, n_pairs: int) -> None:
     """Validate the local judge in-process (hf) on short HH pairs, store the run and print its report
     (the summary's win rate then carries this validation)."""
     from harness.store import write_run
-    from judges.cli_validate import format_validation
+    from cli.judge_validate import format_validation
     from judges.validate import ValidateConfig, run_validation
 
     cfg = ValidateConfig(judge=BASE, limit=n_pairs, max_chars=HH_MAX_CHARS, backend="hf")

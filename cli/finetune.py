@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.models import MANIFEST
+from harness.models.resolve import MANIFEST
 from harness.settings import Settings
 
 HELP = "fine-tune a model (lora, qlora, dora, ia3, prompt_tuning, full, dpo) from a YAML config, or merge an adapter"

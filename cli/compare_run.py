@@ -18,10 +18,10 @@ import numpy as np
 
 from harness import store
 from harness.backends.base import Backend
-from harness.canary import canary_refs, unverified, verify_adapters
+from harness.backends.canary import canary_refs, unverified, verify_adapters
 from harness.compare import CompareConfig, checkpoint_step, compare_eval_runs, overall_verdict, trend_of
 from harness.errors import HarnessError, Interrupted
-from harness.models import MANIFEST, resolve
+from harness.models.resolve import MANIFEST, resolve
 from harness.settings import Settings
 from harness.store import Run
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]:
     """Returns (the compare run, the eval and judge runs it was built from); nothing is written here."""
     from harness.evaluate import check_suite_tasks, evaluate_suite
-    from harness.suite import load_suite
+    from harness.suites.spec import load_suite
 
     t0 = time.time()
     if not cfg.candidates:
@@ -46,8 +46,8 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     results: list[dict] = []
     items: list[dict] = []
     flips: dict[str, dict[str, list[str]]] = {}
-    from harness.backends import open_models
-    from harness.cli_serving import with_suite_serving
+    from harness.backends.factory import open_models
+    from cli.serving import with_suite_serving
 
     models = [baseline, *candidates]
     if cfg.golden:

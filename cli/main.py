@@ -7,14 +7,14 @@ prints one line without a traceback: a HarnessError as its message, an OSError
 or SQLite error with the OS's reason, anything else as an internal error;
 --debug shows the traceback. Exit 1 is never an error.
 
-Each command lives in its own module exposing HELP, add_arguments(parser) and
-run(args, settings) -> int; modules are imported lazily and keep heavy
-imports (torch, vllm) inside their functions, so `--help` stays fast.
+Each command lives in its own module of cli/ exposing HELP, add_arguments(parser)
+and run(args, settings) -> int. Project modules are imported at the top of each
+file; only torch, vLLM, lm-eval, transformers and streamlit load inside the
+functions that need them, so `--help` stays fast.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import select
@@ -23,19 +23,13 @@ import sys
 import traceback
 from typing import Sequence
 
+from cli import compare, finetune, judge, models, report, runs, serve
+from cli import eval as eval_command
 from harness.errors import HarnessError
 from harness.settings import Settings
 
-COMMANDS: dict[str, str] = {
-    "models": "harness.cli_models",
-    "runs": "harness.cli_runs",
-    "eval": "harness.cli_eval",
-    "judge": "judges.cli",
-    "compare": "harness.cli_compare",
-    "serve": "harness.cli_serve",
-    "finetune": "finetune.cli",
-    "report": "reports.cli",
-}
+COMMANDS = {"models": models, "runs": runs, "eval": eval_command, "judge": judge, "compare": compare,
+            "serve": serve, "finetune": finetune, "report": report}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,13 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                "HARNESS_RUNS_DIR (default ./runs), HARNESS_DATA_DIR (offline datasets).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
-                continue  # command not built yet in this checkout
-            raise
+    for name, module in COMMANDS.items():
         p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
