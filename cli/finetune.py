@@ -13,6 +13,11 @@ import json
 import sys
 from pathlib import Path
 
+from finetune.config import load_config
+from finetune.leakage import summarize
+from finetune.merge import merge_adapter, print_check
+from finetune.prepare import prepare_data, write_prepared
+from finetune.train import run_training
 from harness.errors import HarnessError
 from harness.models.resolve import MANIFEST
 from harness.settings import Settings
@@ -55,9 +60,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train(path: Path, overrides: list[str], settings: Settings) -> int:
-    from finetune.config import load_config
-    from finetune.train import run_training
-
     cfg = load_config(path, overrides, data_dir=settings.data_dir)
     out = run_training(cfg, settings)
     print(f"wrote {out} (evaluate it as {cfg.base}+{out})" if cfg.method != "full" else f"wrote {out}")
@@ -65,10 +67,6 @@ def _train(path: Path, overrides: list[str], settings: Settings) -> int:
 
 
 def _prep(path: Path, overrides: list[str], settings: Settings) -> int:
-    from finetune.config import load_config
-    from finetune.leakage import summarize
-    from finetune.prepare import prepare_data, write_prepared
-
     cfg = load_config(path, overrides, data_dir=settings.data_dir)
     prepared = prepare_data(cfg, settings.data_dir)
     out = cfg.work_path() / "data"
@@ -82,8 +80,6 @@ def _prep(path: Path, overrides: list[str], settings: Settings) -> int:
 
 
 def _merge(args: argparse.Namespace, settings: Settings) -> int:
-    from finetune.merge import merge_adapter, print_check
-
     if len(args.rest) != 1 or args.out is None:
         raise HarnessError("usage: harness finetune merge ADAPTER_DIR --out DIR [--base BASE] [--dtype float32]")
     out, check = merge_adapter(settings, Path(args.rest[0]), args.out, base=args.base, dtype=args.dtype or "auto")

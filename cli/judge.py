@@ -4,15 +4,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cli import judge_validate as cli_validate
 from cli import serving as cli_serving
+from harness.errors import HarnessError
 from harness.settings import Settings
+from harness.store import check_writable, write_run
+from judges.run import JudgeRunConfig, run_judge
+from reports.text import injection_line, interval_text, judge_run_lines
+from reports.text import pct as _pct
+from reports.text import withheld_reason
 
 HELP = "judge a candidate against a baseline on a golden set, both orders, with a 95% interval"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from cli import judge_validate as cli_validate
-
     actions = p.add_subparsers(dest="judge_action", metavar="ACTION")
     cli_validate.add_arguments(actions.add_parser("validate", help=cli_validate.HELP, description=cli_validate.HELP))
     # Required unless the action is `validate`; run() checks, as argparse cannot say "required without a subcommand".
@@ -42,13 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness.errors import HarnessError
-    from harness.store import check_writable, write_run
-    from judges.run import JudgeRunConfig, run_judge
-
     if args.judge_action == "validate":
-        from cli import judge_validate as cli_validate
-
         return cli_validate.run(args, settings)
     missing = [f"--{k}" for k in ("golden", "candidate", "baseline") if not getattr(args, k)]
     if missing:
@@ -73,9 +72,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def format_report(agg: dict[str, Any], cfg: Any) -> str:
     """Display only: formats the aggregates run_judge computed."""
-    from reports.text import injection_line, interval_text, judge_run_lines, withheld_reason
-    from reports.text import pct as _pct
-
     w, lc = agg["win_rate"], agg["lc_win_rate"]
     withheld = withheld_reason(agg.get("headline"))
     est = w["win_rate"]

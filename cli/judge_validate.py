@@ -5,7 +5,12 @@ import argparse
 from typing import Any
 
 from cli import serving as cli_serving
+from harness.errors import HarnessError
 from harness.settings import Settings
+from harness.store import write_run
+from judges.trust import CHANCE
+from judges.validate import ValidateConfig, run_validation
+from reports.text import fmt_estimate, pct
 
 HELP = "measure a judge's agreement with people on HH-RLHF test pairs (or your own), both verdict modes"
 
@@ -26,10 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness.errors import HarnessError
-    from harness.store import write_run
-    from judges.validate import ValidateConfig, run_validation
-
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit must be at least 1, got {args.limit}")
     cfg = ValidateConfig(judge=args.judge, judge_config=args.judge_config, pairs=args.pairs, limit=args.limit,
@@ -44,9 +45,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def format_validation(agg: dict[str, Any], cfg: Any) -> str:
     """Display only: agreement per verdict mode with its interval, ties, invalid verdicts and position diagnostics."""
-    from reports.text import fmt_estimate, pct
-    from judges.trust import CHANCE
-
     s, d, c = agg["summary"], agg["discrete"], agg["calibrated"]
     lines = [f"judge {cfg.judge} with {s['judge_config']}@{s['judge_config_version']} on {s['n_pairs']} "
              f"{s['source']} pairs, both orders each (chance agreement {100 * CHANCE:.0f}%)",

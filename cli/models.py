@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from harness.models import resolve as models
+from harness.models.ref import ALIASES
 from harness.settings import Settings
 
 HELP = "list, prepare and inspect model references"
@@ -20,9 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness.models import resolve as models
-    from harness.models.ref import ALIASES
-
     if args.models_command == "list":
         for alias, spec in sorted(ALIASES.items()):
             man = models.alias_manifest(settings, alias)

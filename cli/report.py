@@ -15,8 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness import atomic, store
 from harness.errors import HarnessError
 from harness.settings import Settings
+from reports.export import export_run
 
 HELP = "browse runs and comparisons in a Streamlit report, or export a comparison as Markdown/HTML"
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -41,9 +43,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def export(settings: Settings, run_id: str, fmt: str, out: Path) -> int:
     """Write the export atomically; returns 0."""
-    from harness import atomic, store
-    from reports.export import export_run
-
     run_ = store.load_run(settings.runs_dir, run_id)
     judge_runs = []
     for source in dict.fromkeys((run_.manifest.get("source_runs") or {}).values()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from harness import store
 from harness.settings import Settings
 
 HELP = "list and inspect stored runs"
@@ -22,8 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness import store
-
     if args.runs_command == "list":
         rows = store.list_runs(settings.runs_dir, kind=args.kind, model=args.model, suite=args.suite, status=args.status)
         if not rows:

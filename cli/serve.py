@@ -16,6 +16,9 @@ import sys
 import time
 
 from cli import serving as cli_serving
+from harness.backends.vllm import VLLMServer
+from harness.errors import BackendError, HarnessError
+from harness.models.resolve import resolve
 from harness.settings import Settings
 
 HELP = "start a vLLM engine for a base and its adapters, print its URL and model names, wait until Ctrl-C"
@@ -34,10 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def plan(settings: Settings, args: argparse.Namespace):  # -> VLLMServer (lazy, not started)
     """The engine for `args.models`, built exactly as eval builds it, not started."""
-    from harness.backends.vllm import VLLMServer
-    from harness.errors import HarnessError
-    from harness.models.resolve import resolve
-
     resolved = [resolve(settings, r) for r in args.models]
     bases = {m.base_hash: m for m in resolved}
     if len(bases) > 1:
@@ -58,8 +57,6 @@ def served_models(server) -> dict[str, str]:  # noqa: ANN001 (a VLLMServer)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness.errors import BackendError
-
     server = plan(settings, args)
     if args.dry_run:
         port = ["--port", str(args.port)] if args.port else []

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from finetune.data import DataError, Example, read_rows
+from finetune.data import DataError, Example, parse_row, read_rows
 from finetune.prep import canonical, text_hash
 
 NGRAM = 13
@@ -72,8 +72,6 @@ def reference_texts(path: Path) -> list[Item]:
     Rows in a training format give their prompt; other rows give the first of
     prompt, instruction, question, input or text.
     """
-    from finetune.data import parse_row
-
     items = []
     for where, row in read_rows(path):
         try:

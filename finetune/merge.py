@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness import atomic
 from harness.backends.canary import PROBES
+from harness.backends.hf import HFBackend
 from harness.errors import HarnessError
 from harness.models.resolve import MANIFEST, ResolvedModel, read_adapter_config, resolve
 from harness.perplexity import perplexity
@@ -109,8 +110,6 @@ def merge_adapter(settings: Settings, adapter: Path, out: Path, *, base: str | N
 def verify_merge(settings: Settings, adapter: ResolvedModel, merged_dir: Path) -> MergeCheck:
     """Score `merged_dir` against base+adapter, both on hf in float32 (where the adapter merges exactly),
     on the canary's probes and VERIFY_DOCS held-out documents (none when the data dir lacks them)."""
-    from harness.backends.hf import HFBackend
-
     note = None
     try:
         docs = [RollingRequest(text) for _, text in load_text_set(settings, "alpaca_heldout")[:VERIFY_DOCS]]

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from finetune.chat import preference_row, tokenize_split
 from finetune.config import FinetuneConfig
 from finetune.prepare import PreparedData, prepare_data, write_splits
 from harness import atomic
@@ -195,7 +196,6 @@ def _build_trainer(cfg: FinetuneConfig, model: Any, peft_config: Any, tokenizer:
     if cfg.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        from finetune.chat import preference_row
 
         args = DPOConfig(**common, beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type], max_length=cfg.data.max_length)
         train_ds = Dataset.from_list([preference_row(ex) for ex in splits["train"]])
@@ -210,7 +210,6 @@ def _build_trainer(cfg: FinetuneConfig, model: Any, peft_config: Any, tokenizer:
 
     from trl import SFTConfig, SFTTrainer
 
-    from finetune.chat import tokenize_split
 
     train_rows, dropped = tokenize_split(tokenizer, splits["train"], cfg.data.max_length)
     eval_rows, _ = tokenize_split(tokenizer, splits["validation"], cfg.data.max_length)

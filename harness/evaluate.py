@@ -29,10 +29,18 @@ from typing import Any
 
 from harness.backends.base import Backend, call_per_item_on_overflow
 from harness.backends.cache import CachedBackend, ItemCache
+from harness.backends.factory import open_backend
+from harness.backends.hf_prefix import with_shared_prefix
 from harness.errors import HarnessError, Interrupted
+from harness.records import RollingRequest
 from harness.settings import Settings
 from harness.store import Run
+from harness.suites.golden import load_golden_set, run_checks
+from harness.suites.lmeval_data import (
+    FORMAT_VERSION, MMLU_PREFIX, local_task_names, materialize_lmeval_tasks, mmlu_categories
+)
 from harness.suites.spec import Suite, TaskSpec, choose_docs
+from harness.suites.text import load_text_set
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +57,6 @@ def check_suite_tasks(settings: Settings, suite: Suite) -> Any:
     if not specs:
         return None
     from harness.backends.lmeval_adapter import check_task_name, task_manager
-    from harness.suites.lmeval_data import local_task_names, materialize_lmeval_tasks
-
     local = materialize_lmeval_tasks(settings)
     names = local_task_names(settings.data_dir)
     tm = task_manager(local.task_dir, include_defaults=any(t.lm_eval not in names for _, t in specs))
@@ -78,8 +84,6 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
     tm = task_manager if task_manager is not None else check_suite_tasks(settings, suite)
     owns = isinstance(model, str)
     if owns:
-        from harness.backends.factory import open_backend
-
         backend: Backend = open_backend(settings, model, kind=backend_kind, **(backend_opts or {}))
     else:
         backend = model  # type: ignore[assignment]
@@ -87,8 +91,6 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
     try:
         scorer: Any = backend
         if use_fast_scorer:
-            from harness.backends.hf_prefix import with_shared_prefix
-
             scorer = with_shared_prefix(backend)
         cached = CachedBackend(scorer, cache, chunk_size=CHUNK_REQUESTS, show_progress=show_progress)
         items: list[dict[str, Any]] = []
@@ -172,8 +174,6 @@ def _run_task(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBa
 def _run_lmeval(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend, tm: Any,
                 limit: int | None) -> list[dict[str, Any]]:
     from harness.backends.lmeval_adapter import run_lmeval_task
-    from harness.suites.lmeval_data import FORMAT_VERSION, MMLU_PREFIX, mmlu_categories
-
     categories = mmlu_categories(settings.data_dir)
 
     def describe(leaf: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -200,9 +200,6 @@ def _select(spec: TaskSpec, suite: Suite, n: int, limit: int | None) -> list[int
 
 def _run_perplexity(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend,
                     limit: int | None) -> list[dict[str, Any]]:
-    from harness.records import RollingRequest
-    from harness.suites.text import load_text_set
-
     docs = load_text_set(settings, suite.resolve_data(spec))
     chosen = [docs[i] for i in _select(spec, suite, len(docs), limit)]
     results = cached.with_tag(f"perplexity/{spec.data}@1").loglikelihood_rolling([RollingRequest(t) for _, t in chosen])
@@ -212,8 +209,6 @@ def _run_perplexity(settings: Settings, suite: Suite, spec: TaskSpec, cached: Ca
 
 def _run_golden(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend,
                 limit: int | None) -> list[dict[str, Any]]:
-    from harness.suites.golden import load_golden_set, run_checks
-
     golden = load_golden_set(settings, suite.resolve_data(spec))
     chosen = [golden[i] for i in _select(spec, suite, len(golden), limit)]
     # A prompt too long for the context fails alone; the other items are still answered and scored.

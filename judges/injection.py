@@ -20,6 +20,7 @@ import numpy as np
 
 from harness.stats import outcomes_from_verdicts, reduce_orders
 from judges.config import JudgeError, iter_jsonl
+from judges.injection_items import INJECTION_ITEMS
 from judges.judge import Judge
 from judges.pairwise import PairInput, PairJudgment, judge_pairs
 
@@ -44,8 +45,6 @@ def load_injection_set(path: Path | None = None) -> list[dict[str, str]]:
     """The probe items: the shipped set, or a JSONL file of your own; JudgeError names the
     file and line (or the shipped item) and the missing key."""
     if path is None:
-        from judges.injection_items import INJECTION_ITEMS
-
         rows: Sequence[tuple[str, Any]] = [(f"shipped injection item {i}", d) for i, d in enumerate(INJECTION_ITEMS, 1)]
     else:
         rows = [(f"{path}:{line_no}", d) for line_no, d in iter_jsonl(path)]

@@ -26,13 +26,24 @@ import numpy as np
 
 from harness import stats
 from harness.backends.base import call_per_item_on_overflow
+from harness.backends.cache import CachedBackend, ItemCache
+from harness.backends.canary import canary_refs, unverified, verify_adapters
+from harness.backends.factory import open_models
+from harness.backends.hf_prefix import with_shared_prefix
 from harness.errors import HarnessError
+from harness.models.resolve import resolve
 from harness.records import Generation
 from harness.settings import Settings
 from harness.store import Run
-from harness.suites.golden import GoldenItem
+from harness.suites.golden import GoldenItem, load_golden_set
+from judges.config import iter_jsonl, load_judge_config
+from judges.injection import measure_injection
 from judges.judge import Judge, chat_renderer, token_counter
+from judges.metrics import Embedder, score_outputs, summarize_metrics
 from judges.pairwise import PairInput, grade_answers, judge_pairs
+from judges.trust import assess_injection
+from judges.validate import latest_validation
+from judges.winrate import judge_win_aggregates
 
 DEFAULT_JUDGE = "smollm2-135m-instruct"
 GENERATION_TAG = "golden@1"  # harness.evaluate's golden tag: eval and judge share answers
@@ -70,8 +81,6 @@ def question_text(item: GoldenItem) -> str:
 
 def load_human_labels(path: Path) -> dict[str, str]:
     """{item id: candidate|baseline|tie} from JSONL {"id", "preferred"}; HarnessError names file and line."""
-    from judges.config import iter_jsonl
-
     labels = {}
     for line_no, d in iter_jsonl(path):
         if not isinstance(d, dict) or not isinstance(d.get("id"), str) or d.get("preferred") not in HUMAN_CHOICES:
@@ -109,11 +118,6 @@ def judge_golden(judge: Judge, items: Sequence[GoldenItem], candidate: Sequence[
     `validation` (judges.validate.latest_validation) and the `headline` in
     `verdict_mode` with its status (judges.trust).
     """
-    from judges.injection import measure_injection
-    from judges.metrics import score_outputs, summarize_metrics
-    from judges.trust import assess_injection
-    from judges.winrate import judge_win_aggregates
-
     if not len(items) == len(candidate) == len(baseline):
         raise ValueError(f"need aligned answers; got {len(items)} items, {len(candidate)} candidate and "
                          f"{len(baseline)} baseline answers")
@@ -197,14 +201,6 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
     "complete" even when some are invalid. `backends` (reference -> open
     backend) reuses models a caller already serves, e.g. compare's engine.
     """
-    from harness.backends.cache import CachedBackend, ItemCache
-    from harness.backends.canary import canary_refs, unverified, verify_adapters
-    from harness.models.resolve import resolve
-    from harness.suites.golden import load_golden_set
-    from judges.config import load_judge_config
-    from judges.metrics import Embedder
-    from judges.validate import latest_validation
-
     t0 = time.time()
     judge_config = load_judge_config(cfg.judge_config)
     grade_config = load_judge_config("single") if cfg.grade else None
@@ -212,8 +208,6 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
     human = load_human_labels(Path(cfg.human_labels)) if cfg.human_labels else None
     cache = ItemCache(settings.cache_path)
     try:
-        from harness.backends.factory import open_models
-
         resolved = [resolve(settings, r) for r in (cfg.candidate, cfg.baseline, cfg.judge)]
         refs = [*resolved, *canary_refs(resolved, enabled=cfg.check_canary)]
         opened = (contextlib.nullcontext(backends) if backends is not None

@@ -28,11 +28,14 @@ import numpy as np
 
 from finetune.data import DataError, InconsistentRow, parse_row, read_rows
 from harness import stats
+from harness.backends.cache import CachedBackend, ItemCache
+from harness.backends.factory import open_models
+from harness.backends.hf_prefix import with_shared_prefix
 from harness.errors import HarnessError
 from harness.settings import Settings
 from harness.store import Run, list_runs
-from judges.config import JudgeConfig, iter_jsonl
-from judges.judge import Judge
+from judges.config import JudgeConfig, iter_jsonl, load_judge_config
+from judges.judge import Judge, chat_renderer, token_counter
 from judges.pairwise import PairInput, judge_pairs
 from judges.winrate import candidate_probabilities, token_totals
 
@@ -193,11 +196,6 @@ def _summary(agg: dict[str, Any], cfg: ValidateConfig, identity: str, config: Ju
 def run_validation(settings: Settings, cfg: ValidateConfig, backends: dict[str, Any] | None = None) -> Run:
     """Load pairs, judge them (cached), measure agreement; returns an unsaved Run of kind "judge-validation"."""
     import contextlib
-
-    from harness.backends.factory import open_models
-    from harness.backends.cache import CachedBackend, ItemCache
-    from judges.config import load_judge_config
-    from judges.judge import chat_renderer, token_counter
 
     t0 = time.time()
     config = load_judge_config(cfg.judge_config)

@@ -23,6 +23,7 @@ from harness.compare import is_perplexity
 from harness.errors import HarnessError
 from harness.store import Run
 from reports import data, tables
+from reports.plots import interval_png
 
 FORMATS = ("markdown", "html")
 TOP_PROMPTS = 10  # regressions shown per judge run in an export
@@ -97,8 +98,6 @@ def judge_sections(run: Run) -> list[Section]:
 
 def _png(groups: pd.DataFrame, scope: str) -> bytes | None:
     try:
-        from reports.plots import interval_png
-
         # A group is keyed by (task, group): mmlu_0shot and mmlu_5shot share subject names.
         keyed = groups.assign(key=groups["task"].astype(str) + " · " + groups["group"].astype(str))
         return interval_png(keyed, label="key", title=f"Accuracy difference by {scope}")

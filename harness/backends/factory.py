@@ -16,6 +16,10 @@ from collections import defaultdict
 from typing import Any, Iterator, Sequence
 
 from harness.backends.base import Backend
+from harness.backends.hf import HFBackend
+from harness.backends.openai_api import OpenAIBackend
+from harness.backends.vllm import VLLMServer, engine_max_model_len, vllm_refusal
+from harness.backends.vllm_attach import attach
 from harness.errors import HarnessError
 from harness.models.resolve import ResolvedModel, resolve
 from harness.settings import Settings
@@ -39,24 +43,16 @@ def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = "hf",
     opts = dict(opts)
     tokenizer = opts.pop("tokenizer", None)  # for vllm:MODEL@URL servers only
     if resolved.ref.kind == "vllm":
-        from harness.backends.vllm_attach import attach
-
         return attach(resolved, tokenizer)
     if resolved.ref.kind == "openai":
         if kind != "openai":
             opts = {}
         kind = "openai"
     if kind == "hf":
-        from harness.backends.hf import HFBackend
-
         return HFBackend(resolved, **opts)
     if kind == "openai":
-        from harness.backends.openai_api import OpenAIBackend
-
         return OpenAIBackend.from_resolved(resolved, **opts)
     if kind == "vllm":
-        from harness.backends.vllm import VLLMServer
-
         fallback = _hf_fallback(resolved, opts.get("max_model_len"))
         if fallback is not None:
             return fallback
@@ -74,12 +70,10 @@ def _hf_fallback(m: ResolvedModel, max_model_len: int | None = None) -> Backend 
     """
     if m.adapter_path is None:
         return None
-    from harness.backends.vllm import engine_max_model_len, vllm_refusal
 
     reason = vllm_refusal(m.adapter_path)
     if reason is None:
         return None
-    from harness.backends.hf import HFBackend
 
     notice = f"'{m.ref.raw}' scored on hf, not vllm: {reason}"
     log.warning(notice)
@@ -108,8 +102,6 @@ def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: s
     closers: list[Any] = []
     try:
         if kind == "vllm":
-            from harness.backends.vllm import VLLMServer
-
             groups: dict[str, list[ResolvedModel]] = defaultdict(list)
             on_hf: set[str] = set()  # base hashes with an adapter scored on hf
             for m in resolved.values():

@@ -48,20 +48,16 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from harness.backends import engine
 from harness.backends.engine import EngineArgs
-from harness.backends.hf import dtype_name
+from harness.backends.hf import HFBackend, dtype_name
+from harness.backends.openai_api import generate_with_client
 from harness.backends.platform import describe_platform, detect_platform
 from harness.backends.probes import PROBES, TOL_NATS_PER_TOKEN
 from harness.backends.tokenization import LMTokenizer, ScoreRow
 from harness.errors import BackendError, ContextTooLongError, HarnessError
-from harness.models.resolve import ResolvedModel, read_adapter_config, resolve
 from harness.models.ref import ModelRef
+from harness.models.resolve import ResolvedModel, read_adapter_config, resolve
 from harness.records import (
-    GenerateRequest,
-    Generation,
-    LoglikelihoodRequest,
-    LoglikelihoodResult,
-    RollingRequest,
-    RollingResult,
+    GenerateRequest, Generation, LoglikelihoodRequest, LoglikelihoodResult, RollingRequest, RollingResult
 )
 from harness.settings import Settings
 
@@ -465,8 +461,6 @@ class VLLMBackend:
         return self._map(self._generate_one, requests)
 
     def _generate_one(self, r: GenerateRequest) -> Generation:
-        from harness.backends.openai_api import generate_with_client
-
         return generate_with_client(self.client, self.served_name, r)
 
     # --- scoring ----------------------------------------------------------------------------
@@ -484,8 +478,6 @@ class VLLMBackend:
 
     def _hf_delegate(self) -> Any:
         if self._hf is None:
-            from harness.backends.hf import HFBackend
-
             log.info("scoring log-likelihoods of '%s' with the hf backend (see harness.backends.vllm docstring)",
                      self.resolved.ref.raw)
             self._hf = HFBackend(self.resolved, dtype=self._hf_dtype, max_length=self.max_length)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness import atomic
 from harness.errors import AdapterMismatchError, ModelRefError
+from harness.models.fingerprint import fingerprint_endpoint
 from harness.models.ref import ALIASES, ModelRef, parse_model_ref
 from harness.settings import Settings
 
@@ -234,8 +235,6 @@ def _resolve_endpoint(ref: ModelRef) -> ResolvedModel:
     `base_path` of a vllm: reference is where the served model's tokenizer is, when the
     server reports a local directory (it tokenizes here), else the model name.
     """
-    from harness.models.fingerprint import fingerprint_endpoint
-
     fp = fingerprint_endpoint(ref)
     ident = hashlib.sha256(f"{ref.kind}:{ref.base}@{ref.url}#{fp.digest}".encode()).hexdigest()[:32]
     root = fp.tokenizer_root

@@ -24,9 +24,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from harness import atomic
 from harness.errors import SuiteError
 from harness.records import GenerateRequest, Message
 from harness.settings import Settings
+from harness.suites.golden_smoke import SMOKE_ITEMS
 from harness.textfile import read_utf8
 
 ALPACA_HELDOUT_ROWS = (4500, 5000)  # rows of alpaca_5000.json kept out of fine-tuning demos
@@ -225,9 +227,6 @@ def load_golden_set(settings: Settings, data: str) -> list[GoldenItem]:
 def smoke_file(settings: Settings) -> Path:
     """The shipped smoke set (harness.suites.golden_smoke), written as golden JSONL under HARNESS_HOME:
     the file `harness judge --golden smoke` and the golden-smoke suite read, and a format example."""
-    from harness import atomic
-    from harness.suites.golden_smoke import SMOKE_ITEMS
-
     path = settings.home / "golden" / "smoke.jsonl"
     text = "".join(json.dumps(d) + "\n" for d in SMOKE_ITEMS)
     if not path.is_file() or path.read_text(encoding="utf-8") != text:

@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from harness.errors import HarnessError
 from harness.settings import Settings
 
 FORMAT_VERSION = 1
-TEMPLATES = Path(__file__).resolve().parent.parent / "suites" / "lmeval_tasks"
+TEMPLATES = Path(str(resources.files("suites"))) / "lmeval_tasks"
 MMLU_GROUP = "mmlu_local"
 MMLU_PREFIX = "mmlu_local_"
 # Local task names (besides the mmlu_local_<subject> leaves) and the data they need.

@@ -16,6 +16,7 @@ also checks every data file the suite names, before any model loads:
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from harness.suites.golden import golden_set_file, load_golden
 from harness.suites.text import load_text_set, text_set_file
 from harness.textfile import read_utf8
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(str(resources.files("suites")))  # the YAML suites, shipped as package data of `suites`
 HARNESS_TASKS = ("golden", "perplexity")
 # The closed metric registry: which metrics each kind of task can report.
 METRICS: dict[str, tuple[str, ...]] = {
