@@ -27,8 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", required=True, help="suite name (suites/*.yaml) or path")
     p.add_argument("--golden", help="golden set (JSONL or a named set) for judge win rates")
     p.add_argument("--judge", help="judge model reference (default: the local SmolLM2)")
-    p.add_argument("--backend", choices=["hf", "vllm"], default="hf",
-                   help="hf: in-process; vllm: one engine for the base and all its adapters")
+    cli_serving.add_backend_argument(p, "local models")
     p.add_argument("--limit", type=int, help="documents per subject, and golden prompts with --golden "
                                              "(quick looks; weakens the statistics)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")

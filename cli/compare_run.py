@@ -18,7 +18,7 @@ import numpy as np
 
 from cli.serving import with_suite_serving
 from harness import store
-from harness.backends.base import Backend
+from harness.backends.base import Backend, HasServerLog
 from harness.backends.canary import canary_refs, unverified, verify_adapters
 from harness.backends.factory import open_models
 from harness.compare import CompareConfig, checkpoint_step, compare_eval_runs, overall_verdict, trend_of
@@ -73,10 +73,10 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
             # Ctrl-C: the eval runs finished so far, and the one interrupted, go back to be stored.
             raise Interrupted([*sources, *getattr(e, "runs", [])]) from None
         server_log = _server_log(backends)
-        notices = [n for b in backends.values() if (n := getattr(b, "notice", None))]  # e.g. DoRA scored on hf
+        notices = [b.notice for b in backends.values() if b.notice]  # e.g. DoRA scored on hf
         # Platform, GPUs, engine arguments and the log-likelihood route, per model (read after scoring:
         # a GPU engine settles its route at the first request).
-        runtimes = {raw: getattr(b, "runtime", None) for raw, b in backends.items()}
+        runtimes = {raw: b.runtime for raw, b in backends.items()}
     # A task that could not be scored (a context too long, a dead server) leaves the gate unable
     # to certify that candidate: the verdict is "error" (exit 2), never a silent pass.
     task_errors = [f"{run.manifest['models'][0]['ref']}: {label}: {t['failure_reason']}"
@@ -130,9 +130,8 @@ def checkpoint_candidates(finetune_dir: str | Path) -> list[str]:
 
 def _server_log(backends: dict[str, Backend]) -> str | None:
     for b in backends.values():
-        server = getattr(b, "server", None)
-        if server is not None:
-            return server.log_text()
+        if isinstance(b, HasServerLog):
+            return b.server_log()
     return None
 
 

@@ -6,6 +6,7 @@ import time
 
 from cli import serving as cli_serving
 from harness import store
+from harness.backends.base import HasServerLog
 from harness.backends.canary import canary_refs, unverified, verify_adapters
 from harness.backends.factory import open_models
 from harness.errors import HarnessError, Interrupted
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model reference: alias, checkpoint dir, BASE+ADAPTER, openai:MODEL@URL")
     p.add_argument("--suite", required=True, help="a shipped suite name (forgetting, forgetting-quick, perplexity, "
                                                   "golden-smoke, golden-self-instruct) or a path to a suite YAML")
-    p.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="what answers requests (default hf)")
+    cli_serving.add_backend_argument(p, "local models")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="at most N documents per subject/task after the suite's sampling (smoke runs)")
     p.add_argument("--dtype", default="auto", help="hf backend weights dtype: auto, bfloat16, float32 (default auto)")
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise
         run_.manifest["canary"] = canary[resolved.ref.raw]
         run_.aggregates["unverified"] = unverified(canary)
-        server = getattr(backends[resolved.ref.raw], "server", None)
-        log_text = server.log_text() if server is not None else None
+        answering = backends[resolved.ref.raw]
+        log_text = answering.server_log() if isinstance(answering, HasServerLog) else None
         if log_text:
             run_.extra_files["vllm-server.log"] = log_text
     folder = store.write_run(settings.runs_dir, run_)

@@ -28,8 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="judge model reference; openai:MODEL@URL reads the key from OPENAI_API_KEY (default %(default)s)")
     p.add_argument("--judge-config", default="pairwise",
                    help="judge config name in judges/configs (pairwise, reference-pairwise) or a YAML path")
-    p.add_argument("--backend", choices=["vllm", "hf"], default="vllm",
-                   help="how local models run: one vLLM engine per base, or transformers in-process")
+    cli_serving.add_backend_argument(p, "local models")
     p.add_argument("--limit", type=int, help="first N golden items")
     p.add_argument("--max-new-tokens", type=int, default=256, help="answer length cap (default %(default)s)")
     p.add_argument("--grade", action="store_true", help="also grade each answer 1-10 (single-answer mode)")

@@ -24,8 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="first N pairs (HH: interleaved across its four splits)")
     p.add_argument("--max-chars", type=int, help="HH only: leave out pairs longer than this many characters "
                                                  "(question and both answers); a cheaper, shorter-biased sample")
-    p.add_argument("--backend", choices=["vllm", "hf"], default="vllm",
-                   help="how a local judge runs: a vLLM engine, or transformers in-process")
+    cli_serving.add_backend_argument(p, "a local judge and its models")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
     cli_serving.add_arguments(p)
 

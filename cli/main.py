@@ -23,8 +23,9 @@ import sys
 import traceback
 from typing import Sequence
 
-from cli import compare, finetune, judge, models, report, runs, serve
+from cli import compare
 from cli import eval as eval_command
+from cli import finetune, judge, models, report, runs, serve
 from harness.errors import HarnessError
 from harness.settings import Settings
 

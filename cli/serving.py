@@ -11,7 +11,15 @@ import argparse
 from typing import Any
 
 from harness.backends import engine
+from harness.backends.base import DEFAULT_BACKEND, LOCAL_BACKENDS
 from harness.backends.platform import KNOWN
+
+
+def add_backend_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """--backend, with the one default every command shares."""
+    p.add_argument("--backend", choices=LOCAL_BACKENDS, default=DEFAULT_BACKEND,
+                   help=f"how {what} run: hf, transformers in-process; vllm, one engine for a base and all its "
+                        f"adapters (default %(default)s)")
 
 
 def add_arguments(p: argparse.ArgumentParser, *, hf: bool = True) -> None:

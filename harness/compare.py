@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness import stats
+from harness.backends.base import DEFAULT_BACKEND
 from harness.store import Run
 
 
@@ -36,7 +37,7 @@ class CompareConfig:
     golden: str | None = None
     golden_limit: int | None = None  # first N golden items
     judge: str | None = None  # default: the judges' default (local SmolLM2)
-    backend: str = "hf"  # hf | vllm
+    backend: str = DEFAULT_BACKEND  # hf | vllm (endpoint references use their own)
     limit: int | None = None  # documents per subject, for quick looks
     confidence: float = 0.95
     seed: int = 0

@@ -35,7 +35,7 @@ from harness.errors import HarnessError, Interrupted
 from harness.records import RollingRequest
 from harness.settings import Settings
 from harness.store import Run
-from harness.suites.golden import load_golden_set, run_checks
+from harness.suites.golden import GENERATION_TAG, load_golden_set, run_checks
 from harness.suites.lmeval_data import (
     FORMAT_VERSION, MMLU_PREFIX, local_task_names, materialize_lmeval_tasks, mmlu_categories
 )
@@ -120,10 +120,10 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
             "models": [_describe_model(backend, model)],
             "suite": suite.describe(),
             "seeds": {"sampling": suite.seed, "fewshot": suite.seed},
-            "backend": {"name": backend.name, "scoring_params": getattr(scorer, "scoring_params", {}),
-                        "limit_per_subject": limit, "notice": getattr(backend, "notice", None),
+            "backend": {"name": backend.name, "scoring_params": scorer.scoring_params,
+                        "limit_per_subject": limit, "notice": backend.notice,
                         # platform, GPUs, engine arguments, log-likelihood route (hf and vllm backends)
-                        "runtime": getattr(backend, "runtime", None)},
+                        "runtime": backend.runtime},
             "cache": {"path": str(settings.cache_path), **cached.stats},
             "wall_s": round(time.time() - t0, 1),
         }
@@ -157,7 +157,7 @@ def _failed_task(spec: TaskSpec, reason: str) -> dict[str, Any]:
 
 
 def _describe_model(backend: Any, model: Backend | str) -> dict[str, Any]:
-    resolved = getattr(backend, "resolved", None)
+    resolved = backend.resolved
     d = resolved.describe() if resolved is not None else {"ref": model if isinstance(model, str) else backend.name}
     return {**d, "identity": backend.identity}
 
@@ -212,7 +212,7 @@ def _run_golden(settings: Settings, suite: Suite, spec: TaskSpec, cached: Cached
     golden = load_golden_set(settings, suite.resolve_data(spec))
     chosen = [golden[i] for i in _select(spec, suite, len(golden), limit)]
     # A prompt too long for the context fails alone; the other items are still answered and scored.
-    gens = call_per_item_on_overflow(cached.with_tag("golden@1").generate,
+    gens = call_per_item_on_overflow(cached.with_tag(GENERATION_TAG).generate,
                                      [g.to_request(max_new_tokens=spec.max_new_tokens) for g in chosen])
     rows = []
     for item, gen in zip(chosen, gens):

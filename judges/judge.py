@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from harness.backends.base import Backend, call_per_item_on_overflow
+from harness.backends.base import Backend, RendersChat, Tokenizes, call_per_item_on_overflow, unwrap
 from harness.errors import UnsupportedMethodError
 from harness.records import GenerateRequest, LoglikelihoodRequest, Message
 from judges.config import JudgeConfig, JudgeError
@@ -59,15 +59,15 @@ class Verdict:
 def chat_renderer(backend: Any) -> RenderChat | None:
     """The text a backend's model sees for a chat, or None when the backend cannot say.
 
-    Uses the backend's `render_prompt` (hf) or its tokenizer's chat template
-    (vllm); looks through a CachedBackend to its inner backend. Endpoints
-    (openai) render server-side, so they get None and the generate path.
+    Uses the backend's own rendering (RendersChat: hf) or its tokenizer's chat
+    template (Tokenizes: vllm), under any wrapper such as the item cache.
+    Endpoints (openai) render server-side, so they get None and the generate path.
     """
-    inner = getattr(backend, "inner", backend)
-    if hasattr(inner, "render_prompt"):
+    inner = unwrap(backend)
+    if isinstance(inner, RendersChat):
         return lambda chat: inner.render_prompt(GenerateRequest(messages=chat))
-    tok = getattr(getattr(inner, "lm_tok", None), "tokenizer", None)
-    if tok is not None and getattr(tok, "chat_template", None):
+    if isinstance(inner, Tokenizes) and inner.tokenizer.chat_template:
+        tok = inner.tokenizer
         return lambda chat: tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat],
                                                     tokenize=False, add_generation_prompt=True)
     return None
@@ -75,10 +75,10 @@ def chat_renderer(backend: Any) -> RenderChat | None:
 
 def token_counter(backend: Any) -> Callable[[str], int] | None:
     """Counts a text's tokens with the judge's own tokenizer (hf, vllm), or None (endpoints tokenize server-side)."""
-    inner = getattr(backend, "inner", backend)
-    tok = getattr(getattr(inner, "lm_tok", None), "tokenizer", None)
-    if tok is None:
+    inner = unwrap(backend)
+    if not isinstance(inner, Tokenizes):
         return None
+    tok = inner.tokenizer
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 

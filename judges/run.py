@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness import stats
-from harness.backends.base import call_per_item_on_overflow
+from harness.backends.base import DEFAULT_BACKEND, call_per_item_on_overflow
 from harness.backends.cache import CachedBackend, ItemCache
 from harness.backends.canary import canary_refs, unverified, verify_adapters
 from harness.backends.factory import open_models
@@ -35,7 +35,7 @@ from harness.models.resolve import resolve
 from harness.records import Generation
 from harness.settings import Settings
 from harness.store import Run
-from harness.suites.golden import GoldenItem, load_golden_set
+from harness.suites.golden import GENERATION_TAG, GoldenItem, load_golden_set
 from judges.config import iter_jsonl, load_judge_config
 from judges.injection import measure_injection
 from judges.judge import Judge, chat_renderer, token_counter
@@ -46,7 +46,6 @@ from judges.validate import latest_validation
 from judges.winrate import judge_win_aggregates
 
 DEFAULT_JUDGE = "smollm2-135m-instruct"
-GENERATION_TAG = "golden@1"  # harness.evaluate's golden tag: eval and judge share answers
 HUMAN_CHOICES = ("candidate", "baseline", "tie")
 
 
@@ -57,7 +56,7 @@ class JudgeRunConfig:
     baseline: str
     judge: str = DEFAULT_JUDGE
     judge_config: str = "pairwise"  # name in judges/configs or a YAML path
-    backend: str = "vllm"  # vllm | hf | openai (openai:... references always use openai)
+    backend: str = DEFAULT_BACKEND  # hf | vllm (endpoint references use their own)
     limit: int | None = None  # first N golden items
     max_new_tokens: int = 256  # answers' length cap
     grade: bool = False  # also grade each answer 1-10 with the "single" config
@@ -246,7 +245,7 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
             manifest = {
                 "models": [{"role": role, "ref": getattr(cfg, role), "identity": models[getattr(cfg, role)].identity,
                             "backend": models[getattr(cfg, role)].name,
-                            "runtime": getattr(models[getattr(cfg, role)], "runtime", None)} for role in ("candidate", "baseline", "judge")],
+                            "runtime": models[getattr(cfg, role)].runtime} for role in ("candidate", "baseline", "judge")],
                 "suite": {"name": f"judge:{Path(cfg.golden).stem}", "version": judge_config.version,
                           "golden": cfg.golden, "n_items": len(requests), "n_judged": len(items)},
                 "judge": judge_config.describe(), "config": {k: v for k, v in asdict(cfg).items()},

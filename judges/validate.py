@@ -28,6 +28,7 @@ import numpy as np
 
 from finetune.data import DataError, InconsistentRow, parse_row, read_rows
 from harness import stats
+from harness.backends.base import DEFAULT_BACKEND
 from harness.backends.cache import CachedBackend, ItemCache
 from harness.backends.factory import open_models
 from harness.backends.hf_prefix import with_shared_prefix
@@ -61,7 +62,7 @@ class ValidateConfig:
     pairs: str | None = None  # JSONL path; None = the HH-RLHF test splits
     limit: int | None = None  # first N pairs (HH: interleaved across splits)
     max_chars: int | None = None  # leave out (and count) pairs whose question and answers exceed this: a cheap sample
-    backend: str = "vllm"
+    backend: str = DEFAULT_BACKEND  # hf | vllm (endpoint references use their own)
     seed: int = 0
     confidence: float = 0.95
     n_resamples: int = 2000
@@ -223,7 +224,7 @@ def run_validation(settings: Settings, cfg: ValidateConfig, backends: dict[str, 
             agg["summary"] = _summary(agg, cfg, raw.identity, config, source)
             manifest = {
                 "models": [{"role": "judge", "ref": cfg.judge, "identity": raw.identity, "backend": raw.name,
-                            "runtime": getattr(raw, "runtime", None)}],
+                            "runtime": raw.runtime}],
                 "suite": {"name": f"{KIND}:{source}", "version": config.version, "pairs": cfg.pairs or "hh-rlhf test",
                           "n_items": len(pairs)},
                 "judge": config.describe(), "config": asdict(cfg), "seeds": {"bootstrap": cfg.seed},

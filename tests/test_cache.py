@@ -9,6 +9,8 @@ class CountingBackend:
 
     name = "counting"
     identity = "sha256:test"
+    scoring_params: dict = {}
+    notice = runtime = resolved = None
 
     def __init__(self, fail_after: int | None = None):
         self.seen: list[str] = []

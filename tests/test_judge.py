@@ -33,6 +33,8 @@ class ScriptedJudge:
 
     name = "scripted"
     identity = "scripted-judge"
+    scoring_params: dict = {}
+    notice = runtime = resolved = None
 
     def __init__(self, reply, *, can_score: bool = False):
         self.reply = reply

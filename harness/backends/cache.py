@@ -21,13 +21,7 @@ from tqdm.auto import tqdm
 
 from harness.backends.base import Backend
 from harness.records import (
-    GenerateRequest,
-    Generation,
-    LoglikelihoodRequest,
-    LoglikelihoodResult,
-    RollingRequest,
-    RollingResult,
-    to_jsonable,
+    GenerateRequest, Generation, LoglikelihoodRequest, LoglikelihoodResult, RollingRequest, RollingResult, to_jsonable
 )
 
 R = TypeVar("R")
@@ -94,6 +88,22 @@ class CachedBackend:
         self.identity = inner.identity
         self.stats = {"hits": 0, "misses": 0}
 
+    @property
+    def scoring_params(self) -> dict[str, Any]:
+        return self.inner.scoring_params
+
+    @property
+    def notice(self) -> str | None:
+        return self.inner.notice
+
+    @property
+    def runtime(self) -> dict[str, Any] | None:
+        return self.inner.runtime
+
+    @property
+    def resolved(self) -> Any:
+        return self.inner.resolved
+
     def with_tag(self, tag: str) -> "CachedBackend":
         other = CachedBackend(self.inner, self.cache, tag=tag, chunk_size=self.chunk_size,
                               show_progress=self.show_progress)
@@ -102,7 +112,7 @@ class CachedBackend:
 
     def _run(self, method: str, requests: Sequence[Any], compute: Callable[[list[Any]], list[Any]],
              decode: Callable[[dict[str, Any]], R]) -> list[R]:
-        params = getattr(self.inner, "scoring_params", {})
+        params = self.inner.scoring_params
         keys = [self._key(method, params, r) for r in requests]
         found = self.cache.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
@@ -121,7 +131,7 @@ class CachedBackend:
                 results = compute([requests[i] for i in idx])
                 if len(results) != len(idx):
                     raise RuntimeError(f"backend '{self.name}' returned {len(results)} results for {len(idx)} requests")
-                if getattr(self.inner, "scoring_params", {}) != params:
+                if self.inner.scoring_params != params:
                     # The backend settled its scorer at this first request (a GPU vLLM engine that
                     # fell back to hf): file these results under the parameters that produced
                     # them, and read every request again under those, so none mixes scorers.
@@ -142,7 +152,7 @@ class CachedBackend:
                               "method": method, "tag": self.tag, "request": to_jsonable(request)})
 
     def _store(self, method: str, requests: Sequence[Any], results: Sequence[Any]) -> None:
-        params = getattr(self.inner, "scoring_params", {})
+        params = self.inner.scoring_params
         self.cache.put_many([(self._key(method, params, r), to_jsonable(res)) for r, res in zip(requests, results)])
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from harness.backends import canary_store
-from harness.backends.base import Backend
+from harness.backends.base import Backend, EngineScored
 from harness.backends.probes import PROBES, TOL_NATS_PER_TOKEN
 from harness.errors import HarnessError
 from harness.models.resolve import ResolvedModel
@@ -84,8 +84,7 @@ def thresholds() -> dict[str, float]:
 def _probe(backend: Backend, probes: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
     # A vLLM engine with LoRA must not get batched prompt-logprob requests (it
     # crashes); its probe path sends them one at a time and reads vLLM's own scores.
-    probe = getattr(backend, "probe_loglikelihood", None)
-    return probe(probes) if probe is not None else backend.loglikelihood(probes)
+    return backend.probe_loglikelihood(probes) if isinstance(backend, EngineScored) else backend.loglikelihood(probes)
 
 
 def _compare(first: Backend, second: Backend, probes: Sequence[LoglikelihoodRequest]
@@ -145,12 +144,12 @@ def adapter_canary(base: Backend, adapter: Backend, *, label: str = "adapter") -
     """The full check before scoring an adapter: it moves the base's probes, plausibly, and, on a
     vLLM engine, vLLM's own scores agree with hf for the same adapter. Returns the figures
     (for the run manifest); raises CanaryError otherwise."""
-    if getattr(adapter, "loglikelihood_delegate", None) is None and getattr(base, "loglikelihood_delegate", None):
+    if not isinstance(adapter, EngineScored) and isinstance(base, EngineScored):
         # An adapter vLLM cannot serve is scored on hf beside a vLLM base (harness.backends.factory.open_models):
         # probe the base on hf too, so the difference is the adapter's, not bf16 vLLM against float32 hf.
         base = base.loglikelihood_delegate() or base
     out = dict(check_adapter_applied(base, adapter, label=label).figures)
-    hf = getattr(adapter, "loglikelihood_delegate", lambda: None)()  # a vLLM LoRA engine's scorer
+    hf = adapter.loglikelihood_delegate() if isinstance(adapter, EngineScored) else None  # a LoRA engine's scorer
     if hf is not None:
         try:
             out["vllm_vs_hf_max_abs_diff_nats"] = check_backends_agree(adapter, hf, label=label).max_abs_diff_nats

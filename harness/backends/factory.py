@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from typing import Any, Iterator, Sequence
 
-from harness.backends.base import Backend
+from harness.backends.base import BACKENDS, DEFAULT_BACKEND, Backend
 from harness.backends.hf import HFBackend
 from harness.backends.openai_api import OpenAIBackend
 from harness.backends.vllm import VLLMServer, engine_max_model_len, vllm_refusal
@@ -24,11 +24,10 @@ from harness.errors import HarnessError
 from harness.models.resolve import ResolvedModel, resolve
 from harness.settings import Settings
 
-BACKENDS = ("hf", "vllm", "openai")
 log = logging.getLogger(__name__)
 
 
-def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = "hf", **opts: Any) -> Backend:
+def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = DEFAULT_BACKEND, **opts: Any) -> Backend:
     """Open a backend for one model reference.
 
     `kind` is hf, vllm or openai; an openai:MODEL@URL reference always uses
@@ -81,7 +80,7 @@ def _hf_fallback(m: ResolvedModel, max_model_len: int | None = None) -> Backend 
 
 
 @contextlib.contextmanager
-def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: str = "hf",
+def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: str = DEFAULT_BACKEND,
                 opts: dict[str, Any] | None = None) -> Iterator[dict[str, Backend]]:
     """Backends for each distinct reference, keyed by the reference string, closed on exit.
 

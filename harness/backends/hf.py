@@ -9,17 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from harness.errors import ContextTooLongError, HarnessError, ModelRefError
-from harness.models.resolve import ResolvedModel
 from harness.backends.platform import describe_platform
 from harness.backends.tokenization import LMTokenizer, ScoreRow
+from harness.errors import ContextTooLongError, HarnessError, ModelRefError
+from harness.models.resolve import ResolvedModel
 from harness.records import (
-    GenerateRequest,
-    Generation,
-    LoglikelihoodRequest,
-    LoglikelihoodResult,
-    RollingRequest,
-    RollingResult,
+    GenerateRequest, Generation, LoglikelihoodRequest, LoglikelihoodResult, RollingRequest, RollingResult
 )
 
 log = logging.getLogger(__name__)

@@ -27,13 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from harness.backends.base import EngineScored
+from harness.backends.hf import HFBackend
 from harness.records import (
-    GenerateRequest,
-    Generation,
-    LoglikelihoodRequest,
-    LoglikelihoodResult,
-    RollingRequest,
-    RollingResult,
+    GenerateRequest, Generation, LoglikelihoodRequest, LoglikelihoodResult, RollingRequest, RollingResult
 )
 
 MIN_PREFIX_TOKENS = 8  # shorter shared prefixes are not worth a separate forward
@@ -53,9 +50,9 @@ def with_shared_prefix(backend: Any) -> Any:
     """`backend` with its multiple-choice loglikelihoods scored by a SharedPrefixScorer where
     they are computed in-process: an hf backend, or a vLLM engine's model whose
     loglikelihoods go to hf (a LoRA engine; harness.backends.vllm). Other backends are returned as they are."""
-    if getattr(backend, "name", None) == "hf":
+    if isinstance(backend, HFBackend):
         return SharedPrefixScorer(backend)
-    if getattr(backend, "loglikelihood_delegate", None) is None or not backend.server.loglikelihood_via_hf:
+    if not isinstance(backend, EngineScored) or not backend.loglikelihood_via_hf:
         return backend
     # The delegate loads a model: only when something is scored, not on a fully cached rerun.
     return SharedPrefixScorer(backend.loglikelihood_delegate, front=backend)
@@ -74,10 +71,14 @@ class SharedPrefixScorer:
                  kv_token_budget: int = KV_TOKEN_BUDGET, max_rows: int = MAX_ROWS):
         self._hf = hf
         self.front = front if front is not None else hf
+        self.inner = self.front  # harness.backends.base.Wraps: chat rendering and tokenizer are the front's
         self.name = self.front.name
         self.identity = self.front.identity
+        self.notice = self.front.notice
+        self.runtime = self.front.runtime
+        self.resolved = self.front.resolved
         # Float rounding differs from the plain backend's, so cached results are kept apart.
-        self.scoring_params = {**getattr(self.front, "scoring_params", {}), "scorer": "shared_prefix"}
+        self.scoring_params = {**self.front.scoring_params, "scorer": "shared_prefix"}
         self.min_prefix_tokens = min_prefix_tokens
         self.kv_token_budget = kv_token_budget
         self.max_rows = max_rows

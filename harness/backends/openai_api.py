@@ -26,12 +26,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from harness.errors import BackendError, ContextTooLongError, HarnessError, UnsupportedMethodError
 from harness.models.resolve import ResolvedModel
 from harness.records import (
-    GenerateRequest,
-    Generation,
-    LoglikelihoodRequest,
-    LoglikelihoodResult,
-    RollingRequest,
-    RollingResult,
+    GenerateRequest, Generation, LoglikelihoodRequest, LoglikelihoodResult, RollingRequest, RollingResult
 )
 
 T = TypeVar("T")
@@ -72,6 +67,9 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.client = openai.OpenAI(base_url=url, api_key=key or "EMPTY", max_retries=2, timeout=timeout_s)
         self.scoring_params = {"endpoint": url, "model": model}
+        self.notice: str | None = None
+        self.runtime: dict[str, Any] | None = None  # the endpoint's own business
+        self.resolved: ResolvedModel | None = None
 
     @classmethod
     def from_resolved(cls, resolved: ResolvedModel, **opts: Any) -> "OpenAIBackend":

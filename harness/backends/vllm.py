@@ -420,10 +420,23 @@ class VLLMBackend:
             params["engine_args"] = dict(self.server.engine_args.values)
         return params
 
+    notice: str | None = None
+
     @property
     def runtime(self) -> dict[str, Any]:
         """Where and how this model runs (run manifests record it)."""
         return {"served_name": self.served_name, **self.server.describe()}
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.lm_tok.tokenizer
+
+    @property
+    def loglikelihood_via_hf(self) -> bool:
+        return self.server.loglikelihood_via_hf
+
+    def server_log(self) -> str | None:
+        return self.server.log_text()
 
     @property
     def client(self) -> Any:

@@ -32,9 +32,9 @@ import urllib.request
 from typing import Any
 
 from harness.backends.engine import EngineArgs
-from harness.models.fingerprint import PROBE_TEXTS, EndpointFingerprint, api_key
 from harness.backends.vllm import VLLMBackend
 from harness.errors import BackendError, HarnessError
+from harness.models.fingerprint import PROBE_TEXTS, EndpointFingerprint, api_key
 from harness.models.resolve import ResolvedModel
 
 MAX_CONCURRENCY = 16  # as a harness-started engine: vLLM batches what is in flight

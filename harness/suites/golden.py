@@ -33,6 +33,8 @@ from harness.textfile import read_utf8
 
 ALPACA_HELDOUT_ROWS = (4500, 5000)  # rows of alpaca_5000.json kept out of fine-tuning demos
 
+GENERATION_TAG = "golden@1"  # caches golden answers: eval and the judge's win rates share them
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
