@@ -19,10 +19,10 @@ demo: setup
 	$(BIN)/python -m cli.demo
 
 test: setup
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 test-fast: setup
-	$(BIN)/python -m pytest tests -q -m "not slow"
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) .cache runs

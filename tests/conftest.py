@@ -20,6 +20,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test in a file named test_*_slow.py is slow: the file's name is the one place that says so."""
+    for item in items:
+        if item.path.name.endswith("_slow.py"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def harness_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The model cache shared by the session (HARNESS_HOME if set, so CI reuses the demo's)."""

@@ -17,7 +17,6 @@ import pytest
 
 from cli.main import main
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 BASE = "smollm2-135m-instruct"
 KINDS = ("lora", "qlora", "dora", "ia3", "prompt_tuning", "full", "dpo")

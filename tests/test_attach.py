@@ -224,11 +224,3 @@ def test_a_server_that_stops_answering_mid_run_is_one_line(settings, fake_vllm):
                                                      "no longer answers")):
         backend.loglikelihood([LoglikelihoodRequest("The capital of France is", " Paris")])
 
-
-@pytest.mark.parametrize("module", ["harness.models.ref", "harness.models.fingerprint"])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.attempted > 0 and result.failed == 0

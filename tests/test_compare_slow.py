@@ -1,13 +1,11 @@
 """The gate on the real SmolLM2: a damaged adapter is caught, a mild one passes (slow tier)."""
 import json
 
-import pytest
 
 from cli.main import main
 from harness.compare import is_perplexity
 from tests.helpers import arc_ppl_suite, make_lora
 
-pytestmark = pytest.mark.slow
 
 
 def test_gate_catches_a_damaged_adapter_and_passes_a_mild_one(smollm2_dir, tmp_path, monkeypatch, capsys):

@@ -8,7 +8,6 @@ import pytest
 
 from cli.main import main
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 

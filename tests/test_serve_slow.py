@@ -17,7 +17,6 @@ import pytest
 from harness.backends.vllm import free_port
 from tests.helpers import arc_ppl_suite, make_lora
 
-pytestmark = pytest.mark.slow
 
 
 def _cmdlines() -> list[list[str]]:

@@ -3,12 +3,10 @@
 import json
 from pathlib import Path
 
-import pytest
 
 from cli.main import main
 from tests.helpers import arc_ppl_suite
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 

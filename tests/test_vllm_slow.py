@@ -20,7 +20,6 @@ from harness.models.resolve import resolve
 from harness.records import GenerateRequest
 from tests.helpers import make_lora
 
-pytestmark = pytest.mark.slow
 
 PROMPTS = ["What is the capital of France?", "Name three fruits.", "Write one sentence about the sea.",
            "What is 12 times 3?"]

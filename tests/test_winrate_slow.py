@@ -1,15 +1,13 @@
 """Slow tier for issue 16: `harness judge validate` with the real SmolLM2 on HH-RLHF human labels.
 
 The reference win rate of a genuinely tuned adapter on held-out Alpaca rows, end to end, is asserted in
-tests/test_demo.py, which already fine-tunes one (the demo at CI scale), so no second fine-tune is paid for.
+tests/test_demo_slow.py, which already fine-tunes one (the demo at CI scale), so no second fine-tune is paid for.
 """
 from __future__ import annotations
 
 import math
 
-import pytest
 
-pytestmark = pytest.mark.slow
 
 
 def test_validate_smollm2_on_hh_measures_both_modes_and_a_judge_run_would_carry_it(

@@ -64,7 +64,6 @@ def served(tmp_path: Path):
         log.close()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_report_in_a_real_browser_shows_runs_comparison_and_inert_model_text(served, tmp_path):
     if not Path(CHROMIUM).exists():

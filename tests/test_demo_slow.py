@@ -1,10 +1,8 @@
 """The main job end to end, at CI scale (DEMO_SCALE=ci): fine-tune, serve, evaluate, judge, gate."""
-import pytest
 
 from harness import store
 from cli.demo import run_demo
 
-pytestmark = pytest.mark.slow
 
 
 def test_demo_pipeline_runs_and_a_second_run_reuses_everything(tmp_path, harness_home, data_dir, capsys):
