@@ -158,6 +158,6 @@ def write_compare(settings: Settings, compare: Run, sources: list[Run]) -> str:
         store.write_run(settings.runs_dir, r)
         ref = r.manifest.get("models", [{}])[0].get("ref", r.kind)
         ids[f"{r.kind}:{ref}"] = r.run_id
-    compare.manifest["source_runs"] = ids
-    store.write_run(settings.runs_dir, compare)
-    return compare.run_id
+    stored = compare.amended(manifest={"source_runs": ids})
+    store.write_run(settings.runs_dir, stored)
+    return stored.run_id

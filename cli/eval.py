@@ -52,17 +52,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
                                   use_fast_scorer=not args.no_fast_scorer, task_manager=tm)
         except Interrupted as e:
-            for r in e.runs:
-                r.manifest["canary"] = canary[resolved.ref.raw]
-                r.aggregates["unverified"] = unverified(canary)
+            e.runs = [r.amended(manifest={"canary": canary[resolved.ref.raw]},
+                                aggregates={"unverified": unverified(canary)}) for r in e.runs]
             e.note = store.write_partial_runs(settings.runs_dir, e.runs)
             raise
-        run_.manifest["canary"] = canary[resolved.ref.raw]
-        run_.aggregates["unverified"] = unverified(canary)
         answering = backends[resolved.ref.raw]
         log_text = answering.server_log() if isinstance(answering, HasServerLog) else None
-        if log_text:
-            run_.extra_files["vllm-server.log"] = log_text
+        run_ = run_.amended(manifest={"canary": canary[resolved.ref.raw]}, aggregates={"unverified": unverified(canary)},
+                            extra_files={"vllm-server.log": log_text} if log_text else None)
     folder = store.write_run(settings.runs_dir, run_)
     print(f"{'task':24s} {'metric':18s} {'value':>9s} {'n':>6s} {'unscored':>8s}")
     for label, t in run_.aggregates["tasks"].items():

