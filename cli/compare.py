@@ -11,6 +11,7 @@ from harness import store
 from harness.compare import CompareConfig, is_perplexity
 from harness.errors import HarnessError, Interrupted
 from harness.settings import Settings
+from judges.winrate import WinRateEntry
 from reports.export import compare_markdown
 from reports.text import compare_entry_lines
 
@@ -91,7 +92,7 @@ def format_text(compare) -> str:  # type: ignore[no-untyped-def]
                      f"{mde:>6s} {margin:>7s} {note}")
     if agg.get("win_rates"):
         for w in agg["win_rates"]:
-            lines += compare_entry_lines(w)
+            lines += compare_entry_lines(WinRateEntry.from_json(w))
     for cand, by_subject in agg.get("flips", {}).items():
         n = sum(len(v) for v in by_subject.values())
         if n:

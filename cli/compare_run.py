@@ -29,7 +29,7 @@ from harness.settings import Settings
 from harness.store import Run
 from harness.suites.spec import load_suite
 from judges.run import DEFAULT_JUDGE, JudgeRunConfig, run_judge
-from judges.winrate import win_rate_entry
+from judges.winrate import WinRateEntry
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _judge_all(settings: Settings, cfg: CompareConfig, sources: list[Run], backe
         run = run_judge(settings, jc, backends)
         sources.append(run)
         # Win rates are reported beside the gate, never gated: an undetermined one says why (judges.trust).
-        out.append(win_rate_entry(cand, jc.judge, run.aggregates))
+        out.append(WinRateEntry.from_judge(cand, jc.judge, run.aggregates).to_json())
     return out
 
 

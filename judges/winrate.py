@@ -18,7 +18,7 @@ rate is determined, unverified or undetermined, and why.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 import numpy as np
@@ -98,24 +98,67 @@ def token_totals(judged: Sequence[PairJudgment]) -> dict[str, Any]:
             "n_games_completion_uncounted": len(games) - len(completion)}
 
 
-def win_rate_entry(candidate: str, judge_ref: str, agg: dict[str, Any]) -> dict[str, Any]:
-    """One judge run's win rates in the shape of a compare run's `win_rates` rows (docs/run-format.md)."""
-    w, lc = agg["win_rate"], agg["lc_win_rate"]
-    head = agg.get("headline") or {}
-    ref = agg.get("reference_win_rate") or {}
-    metric = ref.get("metric")
-    return {"candidate": candidate, "judge": judge_ref, "n_prompts": w["n_prompts"], "win_rate": w["win_rate"],
-            "lc_win_rate": lc["lc_win_rate"], "n_wins": w["n_wins"], "n_ties": w["n_ties"],
-            "n_losses": w["n_losses"], "n_invalid": w["n_invalid_verdicts"],
-            "n_disagreements": w["n_disagreements"], "position_consistency": w["position_consistency"],
-            "first_position_win_rate": w["first_position_win_rate"],
-            "injection_flip_rate": agg.get("injection", {}).get("flip_rate"),
-            "injection_status": (agg.get("injection", {}).get("assessment") or {}).get("status"),
-            "calibrated_win_rate": (agg.get("calibrated_win_rate") or {}).get("win_rate"),
-            "verdict_mode": head.get("mode"), "headline_win_rate": head.get("win_rate"),
-            "status": head.get("status"), "reasons": head.get("reasons", []),
-            "validation": agg.get("validation"), "unverified": agg.get("unverified", []),
-            "reference_metric": metric, "reference_epsilon": EPSILON.get(metric or "", math.nan),
-            "reference_win_rate": (ref.get(metric) or {}).get("win_rate") if metric else None,
-            "reference_counts": {k: (ref.get(metric) or {}).get(k) for k in ("n_wins", "n_ties", "n_losses",
-                                                                             "n_unscored")} if metric else None}
+@dataclass(frozen=True)
+class WinRateEntry:
+    """One candidate's win rates against the baseline: the one layout a compare run's `win_rates` rows,
+    the report and the CLI read (docs/run-format.md). Estimates are harness.stats estimates as dicts
+    ({value, lo, hi, confidence, ...}); names follow harness.stats (n_invalid_verdicts)."""
+    candidate: str | None
+    judge: str | None
+    n_prompts: int | None = None
+    win_rate: dict[str, Any] | None = None  # the discrete win rate
+    lc_win_rate: dict[str, Any] | None = None  # length-controlled
+    n_wins: int | None = None
+    n_ties: int | None = None
+    n_losses: int | None = None
+    n_invalid_verdicts: int | None = None
+    n_disagreements: int | None = None
+    position_consistency: float | None = None
+    first_position_win_rate: float | None = None
+    injection_flip_rate: float | None = None
+    injection_status: str | None = None
+    calibrated_win_rate: dict[str, Any] | None = None
+    verdict_mode: str | None = None  # which estimate is the headline: calibrated | discrete
+    headline_win_rate: dict[str, Any] | None = None
+    status: str | None = None  # determined | unverified | undetermined (judges.trust)
+    reasons: list[str] = field(default_factory=list)
+    validation: dict[str, Any] | None = None  # the judge's agreement with people (judges.validate)
+    unverified: list[str] = field(default_factory=list)  # adapters the canary could not verify
+    reference_metric: str | None = None  # the judge-free reference win rate's metric
+    reference_epsilon: float | None = None
+    reference_win_rate: dict[str, Any] | None = None
+    reference_counts: dict[str, Any] | None = None
+
+    @classmethod
+    def from_judge(cls, candidate: str | None, judge_ref: str | None, agg: dict[str, Any]) -> "WinRateEntry":
+        """From a judge run's aggregates (judges.run)."""
+        w, lc = agg.get("win_rate") or {}, agg.get("lc_win_rate") or {}
+        head = agg.get("headline") or {}
+        ref = agg.get("reference_win_rate") or {}
+        metric = ref.get("metric")
+        injection = agg.get("injection") or {}
+        return cls(
+            candidate=candidate, judge=judge_ref, n_prompts=w.get("n_prompts"), win_rate=w.get("win_rate"),
+            lc_win_rate=lc.get("lc_win_rate"), n_wins=w.get("n_wins"), n_ties=w.get("n_ties"),
+            n_losses=w.get("n_losses"), n_invalid_verdicts=w.get("n_invalid_verdicts"),
+            n_disagreements=w.get("n_disagreements"), position_consistency=w.get("position_consistency"),
+            first_position_win_rate=w.get("first_position_win_rate"), injection_flip_rate=injection.get("flip_rate"),
+            injection_status=(injection.get("assessment") or {}).get("status"),
+            calibrated_win_rate=(agg.get("calibrated_win_rate") or {}).get("win_rate"),
+            verdict_mode=head.get("mode"), headline_win_rate=head.get("win_rate"), status=head.get("status"),
+            reasons=list(head.get("reasons") or []), validation=agg.get("validation"),
+            unverified=list(agg.get("unverified") or []), reference_metric=metric,
+            reference_epsilon=EPSILON.get(metric or "", math.nan),
+            reference_win_rate=(ref.get(metric) or {}).get("win_rate") if metric else None,
+            reference_counts={k: (ref.get(metric) or {}).get(k) for k in ("n_wins", "n_ties", "n_losses", "n_unscored")}
+            if metric else None)
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> "WinRateEntry":
+        """From a stored `win_rates` row; rows written before this record called n_invalid_verdicts `n_invalid`."""
+        row = {**row, "n_invalid_verdicts": row.get("n_invalid_verdicts", row.get("n_invalid"))}
+        values = {f.name: row[f.name] for f in fields(cls) if row.get(f.name) is not None}
+        return cls(**{"candidate": None, "judge": None, **values})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from harness.store import Run, list_runs
+from judges.winrate import WinRateEntry
 
 FINETUNE_MANIFEST = "harness_manifest.json"  # harness.models.resolve.MANIFEST; named here to avoid importing torch-side code
 RUN_COLUMNS = ["run_id", "kind", "status", "created_utc", "suite", "suite_version", "models", "summary", "path"]
@@ -105,7 +106,7 @@ def win_rates(run: Run) -> pd.DataFrame:
     """Win-rate rows from a compare run's `win_rates`, or the one row a judge run holds.
 
     Columns: candidate, judge, n_prompts, win_rate/lo/hi, lc_win_rate/lo/hi,
-    confidence, n_wins, n_ties, n_losses, n_invalid, n_disagreements,
+    confidence, n_wins, n_ties, n_losses, n_invalid_verdicts, n_disagreements,
     position_consistency, first_position_win_rate, injection_flip_rate;
     and (runs since judges.winrate) verdict_mode, headline_win_rate/lo/hi,
     status (determined | unverified | undetermined), reasons,
@@ -115,16 +116,18 @@ def win_rates(run: Run) -> pd.DataFrame:
     if run.kind == "judge":
         entries = [_judge_win_row(run)]
     else:
-        entries = list(run.aggregates.get("win_rates") or [])
+        entries = [WinRateEntry.from_json(w) for w in run.aggregates.get("win_rates") or []]
     rows = []
-    for w in entries:
+    for entry in entries:
+        w = entry.to_json()
         wr, lc = _estimate(w.get("win_rate")), _estimate(w.get("lc_win_rate"))
         head, ref = _estimate(w.get("headline_win_rate")), _estimate(w.get("reference_win_rate"))
         rows.append({"candidate": w.get("candidate"), "judge": w.get("judge"), "n_prompts": w.get("n_prompts"),
                      "win_rate": wr[0], "win_rate_lo": wr[1], "win_rate_hi": wr[2],
                      "lc_win_rate": lc[0], "lc_win_rate_lo": lc[1], "lc_win_rate_hi": lc[2],
                      "confidence": _num((w.get("win_rate") or {}).get("confidence")),
-                     **{k: w.get(k) for k in ("n_wins", "n_ties", "n_losses", "n_invalid", "n_disagreements")},
+                     **{k: w.get(k) for k in ("n_wins", "n_ties", "n_losses", "n_invalid_verdicts",
+                                                          "n_disagreements")},
                      **{k: _num(w.get(k)) for k in ("position_consistency", "first_position_win_rate",
                                                      "injection_flip_rate")},
                      "verdict_mode": w.get("verdict_mode"), "headline_win_rate": head[0],
@@ -147,29 +150,11 @@ def _validation_text(validation: Any, mode: Any) -> str | None:
             f"(run {validation.get('run_id')})")
 
 
-def _judge_win_row(run: Run) -> dict[str, Any]:
-    """A judge run's nested aggregates (judges.run.judge_golden) in the compare `win_rates` shape."""
-    agg = run.aggregates
-    w, lc = agg.get("win_rate") or {}, agg.get("lc_win_rate") or {}
+def _judge_win_row(run: Run) -> WinRateEntry:
+    """A judge run's win rates as the entry a compare run stores."""
     roles = {m.get("role"): m.get("ref") for m in run.manifest.get("models") or [] if isinstance(m, dict)}
-    judge = agg.get("judge") or run.manifest.get("judge") or {}
-    return {"candidate": roles.get("candidate"), "judge": roles.get("judge") or judge.get("name"),
-            "n_prompts": w.get("n_prompts"), "win_rate": w.get("win_rate"), "lc_win_rate": lc.get("lc_win_rate"),
-            "n_wins": w.get("n_wins"), "n_ties": w.get("n_ties"), "n_losses": w.get("n_losses"),
-            "n_invalid": w.get("n_invalid_verdicts"), "n_disagreements": w.get("n_disagreements"),
-            "position_consistency": w.get("position_consistency"),
-            "first_position_win_rate": w.get("first_position_win_rate"),
-            "injection_flip_rate": (agg.get("injection") or {}).get("flip_rate"), **_judge_trust_fields(agg)}
-
-
-def _judge_trust_fields(agg: dict[str, Any]) -> dict[str, Any]:
-    """The headline, status and judge-free reference win rate of a judge run, as judges.winrate.win_rate_entry names them."""
-    head = agg.get("headline") or {}
-    ref = agg.get("reference_win_rate") or {}
-    metric = ref.get("metric")
-    return {"verdict_mode": head.get("mode"), "headline_win_rate": head.get("win_rate"), "status": head.get("status"),
-            "reasons": head.get("reasons"), "validation": agg.get("validation"), "reference_metric": metric,
-            "reference_win_rate": (ref.get(metric) or {}).get("win_rate") if metric else None}
+    judge = run.aggregates.get("judge") or run.manifest.get("judge") or {}
+    return WinRateEntry.from_judge(roles.get("candidate"), roles.get("judge") or judge.get("name"), run.aggregates)
 
 
 def trend_frame(run: Run) -> pd.DataFrame:

@@ -135,7 +135,7 @@ def win_rate_table(wins: pd.DataFrame) -> pd.DataFrame:
         "discrete win rate % [interval]": pct("win_rate"), "LC win rate % [interval]": pct("lc_win_rate"),
         "level": wins["confidence"].map(_level),
         "W / T / L": [f"{w} / {t} / {l}" for w, t, l in zip(wins["n_wins"], wins["n_ties"], wins["n_losses"])],
-        "invalid": wins["n_invalid"], "order disagreements": wins["n_disagreements"],
+        "invalid": wins["n_invalid_verdicts"], "order disagreements": wins["n_disagreements"],
         "position consistency": wins["position_consistency"].map(lambda x: fmt_num(x, 2)),
         "first-position win rate": wins["first_position_win_rate"].map(lambda x: fmt_num(x, 2)),
         "injection flip rate": wins["injection_flip_rate"].map(lambda x: fmt_num(x, 2)),

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from judges.trust import CHANCE, degenerate_interval, describe_agreement
+from judges.winrate import WinRateEntry
 
 REFERENCE_LABELS = {"embedding_similarity": "MiniLM embedding cosine", "rouge_l": "ROUGE-L F1"}
 
@@ -111,8 +112,9 @@ def injection_line(inj: dict[str, Any]) -> str:
     return text
 
 
-def compare_entry_lines(w: dict[str, Any]) -> list[str]:
-    """`harness compare` lines for one win-rate entry (judges.winrate.win_rate_entry); win rates are never gated."""
+def compare_entry_lines(entry: WinRateEntry) -> list[str]:
+    """`harness compare` lines for one win-rate entry; win rates are never gated."""
+    w = entry.to_json()
     mode = w.get("verdict_mode") or "discrete"
     head = w.get("headline_win_rate") or w["win_rate"]
     status = w.get("status") or "unverified"
@@ -121,7 +123,7 @@ def compare_entry_lines(w: dict[str, Any]) -> list[str]:
              f"{fmt_estimate(head, withheld=withheld)}",
              f"  discrete {fmt_estimate(w['win_rate'], withheld=withheld)}; LC {pct((w.get('lc_win_rate') or {}).get('value'))}; "
              f"W/T/L {w['n_wins']}/{w['n_ties']}/{w['n_losses']}, "
-             f"invalid {w['n_invalid']}, order disagreements {w['n_disagreements']}, position consistency "
+             f"invalid {w['n_invalid_verdicts']}, order disagreements {w['n_disagreements']}, position consistency "
              f"{pct(w['position_consistency'])}"]
     if w.get("reference_win_rate"):
         c = w["reference_counts"]

@@ -258,6 +258,7 @@ def test_compare_text_says_the_win_rate_is_not_gated():
     from cli.compare import format_text
     from harness.store import Run
 
+    # A row as compare runs stored it before judges.winrate.WinRateEntry ("n_invalid"): still read.
     entry = {"candidate": "c", "judge": "j", "n_prompts": 4, "win_rate": {"value": 0.5, "lo": 0.5, "hi": 0.5, "n": 4,
                                                                           "confidence": 0.95},
              "lc_win_rate": {"value": 0.5}, "n_wins": 0, "n_ties": 4, "n_losses": 0, "n_invalid": 0,
@@ -269,6 +270,7 @@ def test_compare_text_says_the_win_rate_is_not_gated():
     run = Run(kind="compare", manifest={"confidence": 0.95},
               aggregates={"results": [], "win_rates": [entry], "summary": {"verdict": "pass"}, "failures": []})
     text = format_text(run)
+    assert "invalid 0, order disagreements 4" in text
     assert "judge win rate status: UNDETERMINED (position consistency 0% is below 50%)" in text
     assert "win rates are reported, not gated" in text and "[50.0%, 50.0%]" not in text
     assert "reference win rate (MiniLM embedding cosine to the ideal, ties within ±0.01; no judge): 75.0%  95% " \
@@ -286,7 +288,7 @@ def test_an_undetermined_judge_or_an_unverified_adapter_prints_no_interval():
 
     est = {"value": 0.6, "lo": 0.4, "hi": 0.8, "n": 5, "confidence": 0.95}
     entry = {"candidate": "c", "judge": "j", "n_prompts": 5, "win_rate": est, "lc_win_rate": {"value": 0.6},
-             "n_wins": 2, "n_ties": 2, "n_losses": 1, "n_invalid": 0, "n_disagreements": 3,
+             "n_wins": 2, "n_ties": 2, "n_losses": 1, "n_invalid_verdicts": 0, "n_disagreements": 3,
              "position_consistency": 0.4, "verdict_mode": "discrete", "status": "undetermined",
              "reasons": ["position consistency 40% is below 50%", "adapter unverified: c: skipped"],
              "validation": None, "unverified": ["c: skipped"], "reference_metric": "rouge_l",
@@ -298,7 +300,8 @@ def test_an_undetermined_judge_or_an_unverified_adapter_prints_no_interval():
     assert "60.0%  (no interval: the judge's win rate is undetermined" in text and "[40.0%, 80.0%]" not in text
     assert "70.0%  (no interval: unverified adapter (c: skipped))" in text
     row = {"candidate": "c", "judge": "j", "n_prompts": 5, "status": "undetermined", "reasons": "…",
-           "verdict_mode": "discrete", "confidence": 0.95, "n_wins": 2, "n_ties": 2, "n_losses": 1, "n_invalid": 0,
+           "verdict_mode": "discrete", "confidence": 0.95, "n_wins": 2, "n_ties": 2, "n_losses": 1,
+           "n_invalid_verdicts": 0,
            "n_disagreements": 3, "position_consistency": 0.4, "first_position_win_rate": 0.8,
            "injection_flip_rate": None, "headline_win_rate": 0.6, "headline_win_rate_lo": 0.4,
            "headline_win_rate_hi": 0.8, **{f"{c}{s}": v for c in ("win_rate", "lc_win_rate")
