@@ -8,12 +8,11 @@ import sys
 from cli import serving as cli_serving
 from cli.compare_run import checkpoint_candidates, run_compare, write_compare
 from harness import store
-from harness.compare import CompareConfig, is_perplexity
+from harness.compare import CompareConfig
 from harness.errors import HarnessError, Interrupted
 from harness.settings import Settings
-from judges.winrate import WinRateEntry
 from reports.export import compare_markdown
-from reports.text import compare_entry_lines
+from reports.text import compare_text
 
 HELP = "compare candidates against a baseline on a suite; exit 1 when a candidate regresses beyond a margin"
 
@@ -60,49 +59,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.format == "markdown":
         print(compare_markdown(compare))
     else:
-        print(format_text(compare))
+        print(compare_text(compare))
         print(f"\nrun {run_id} under {settings.runs_dir}; browse with: harness report")
     if compare.aggregates["unverified"]:
         # On stderr too: --format markdown|json go to a file in CI, and the job log must say why.
         print(f"harness: error: the gate passes no unverified adapter: {'; '.join(compare.aggregates['unverified'])}",
               file=sys.stderr)
     return {"regression": 1, "error": 2}.get(compare.aggregates["summary"]["verdict"], 0)
-
-
-def format_text(compare) -> str:  # type: ignore[no-untyped-def]
-
-    agg = compare.aggregates
-    conf = compare.manifest["confidence"]
-    lines = [f"{'candidate':40s} {'task':22s} {'n':>5s} {'base':>7s} {'cand':>7s} {'diff [' + format(conf, '.0%') + ' interval]':>28s} "
-             f"{'p(holm)':>8s} {'MDE':>6s} {'margin':>7s} verdict"]
-    for r in agg["results"]:
-        if r["scope"] != "task":
-            continue
-        d = r["diff"]
-        scale, unit = (1, "logppl") if is_perplexity(r["metric"]) else (100, "pt")
-        diff = f"{d['value'] * scale:+.2f} [{d['lo'] * scale:+.2f}, {d['hi'] * scale:+.2f}] {unit}"
-        p = r.get("p_holm")
-        mde = f"{r['mde'] * 100:.1f}" if r.get("mde") is not None else "-"
-        margin = f"{r['margin'] * scale:.2f}" if r.get("margin") is not None else "-"
-        note = r["verdict"] or "-"
-        if r["verdict"] != "fail" and p is not None and p >= 0.05 and r.get("mde") is not None:
-            note += f" (n.s.; MDE {r['mde'] * 100:.1f} pt)"
-        lines.append(f"{r['candidate'][:40]:40s} {r['task'][:22]:22s} {r['n']:5d} {r['baseline']:7.3f} "
-                     f"{r['candidate_value']:7.3f} {diff:>28s} {'-' if p is None else format(p, '.3f'):>8s} "
-                     f"{mde:>6s} {margin:>7s} {note}")
-    if agg.get("win_rates"):
-        for w in agg["win_rates"]:
-            lines += compare_entry_lines(WinRateEntry.from_json(w))
-    for cand, by_subject in agg.get("flips", {}).items():
-        n = sum(len(v) for v in by_subject.values())
-        if n:
-            worst = sorted(by_subject.items(), key=lambda kv: -len(kv[1]))[:5]
-            lines.append(f"\n{cand}: {n} items flipped right -> wrong; most in: "
-                         + ", ".join(f"{s} ({len(v)})" for s, v in worst))
-    for e in agg.get("task_errors", []):
-        lines.append(f"\nnot scored: {e}")
-    for e in agg.get("unverified", []):
-        lines.append(f"\nunverified: {e}; the gate passes no unverified adapter")
-    lines.append(f"\nverdict: {agg['summary']['verdict'].upper()}"
-                 + (f" ({'; '.join(agg['failures'])})" if agg["failures"] else ""))
-    return "\n".join(lines)

@@ -18,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli.compare import format_text
 from cli.compare_run import run_compare, write_compare
-from cli.judge_validate import format_validation
 from cli.main import main as harness_main
 from harness.compare import CompareConfig
 from harness.errors import HarnessError
@@ -28,6 +26,7 @@ from harness.models import resolve as models
 from harness.settings import Settings
 from harness.store import write_run
 from judges.validate import ValidateConfig, run_validation
+from reports.text import compare_text, validation_text
 
 BASE = "smollm2-135m-instruct"
 FINETUNE_CONFIG = Path(__file__).resolve().parent.parent / "finetune" / "configs" / "smollm2_lora_alpaca.yaml"
@@ -76,7 +75,7 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     print(f"   ({time.time() - t:.0f}s)")
 
     _step(5, "summary")
-    print(format_text(compare))
+    print(compare_text(compare))
     for w in compare.aggregates["win_rates"]:
         print(meaning(w))
     _step(6, "stored")
@@ -93,7 +92,7 @@ def _validate_judge(settings: Settings, n_pairs: int) -> None:
     cfg = ValidateConfig(judge=BASE, limit=n_pairs, max_chars=HH_MAX_CHARS, backend="hf")
     run = run_validation(settings, cfg)
     write_run(settings.runs_dir, run)
-    report = format_validation(run.aggregates, cfg)
+    report = validation_text(run.aggregates, cfg)
     print("\n".join("   " + line for line in report.splitlines()))
 
 

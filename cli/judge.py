@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from cli import judge_validate as cli_validate
 from cli import serving as cli_serving
@@ -10,9 +9,7 @@ from harness.errors import HarnessError
 from harness.settings import Settings
 from harness.store import check_writable, write_run
 from judges.run import JudgeRunConfig, run_judge
-from reports.text import injection_line, interval_text, judge_run_lines
-from reports.text import pct as _pct
-from reports.text import withheld_reason
+from reports.text import judge_text
 
 HELP = "judge a candidate against a baseline on a golden set, both orders, with a 95% interval"
 
@@ -62,45 +59,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     result = run_judge(settings, cfg)
     folder = write_run(settings.runs_dir, result)
-    print(format_report(result.aggregates, cfg))
+    print(judge_text(result.aggregates, cfg))
     for note in result.aggregates["unverified"]:
         print(f"unverified: {note}")
     print(f"run {result.run_id} stored in {folder}")
     return 0
-
-
-def format_report(agg: dict[str, Any], cfg: Any) -> str:
-    """Display only: formats the aggregates run_judge computed."""
-    w, lc = agg["win_rate"], agg["lc_win_rate"]
-    withheld = withheld_reason(agg.get("headline"))
-    est = w["win_rate"]
-    lines = [
-        f"judge {agg['judge']['name']}@{agg['judge']['version']} ({cfg.judge}): {cfg.candidate} vs {cfg.baseline}",
-        f"  win rate         {_pct(est['value'])}  {interval_text(est, withheld)}  over {est['n']} prompts (discrete "
-        f"verdicts; ties count 0.5)",
-        f"  LC win rate      {_pct(lc['lc_win_rate']['value'])}  {interval_text(lc['lc_win_rate'], withheld)}  "
-        f"length coef {lc['length_coef']:+.3g}",
-        f"  wins/ties/losses {w['n_wins']}/{w['n_ties']}/{w['n_losses']}  "
-        f"(orders disagreed, counted as ties: {w['n_disagreements']})",
-        f"  invalid verdicts {w['n_invalid_verdicts']} of {2 * w['n_prompts']}  "
-        f"({w['n_invalid_prompts']} prompts left out)",
-        f"  position consistency {_pct(w['position_consistency'])}  first-position win rate "
-        f"{_pct(w['first_position_win_rate'])} (50% = no position bias)",
-    ]
-    for side in ("candidate", "baseline"):
-        m = agg["metrics"][side]
-        lines.append(f"  {side:9s} checks {_pct(m['checks_passed']['mean'])} (n={m['checks_passed']['n_scored']})  "
-                     f"exact {_pct(m['exact_match']['mean'])}  ROUGE-L {m['rouge_l']['mean']:.3f}  "
-                     f"embedding sim {m['embedding_similarity']['mean']:.3f}")
-    for side, g in agg.get("grades", {}).items():
-        lines.append(f"  {side:9s} grade {g['mean']:.2f}/10 over {g['n_graded']} ({g['n_invalid']} invalid)")
-    if "kappa_vs_human" in agg:
-        k = agg["kappa_vs_human"]
-        lines.append(f"  Cohen's kappa vs human labels {k['kappa']:.3f} over {k['n']} items ({k['n_missing']} missing)")
-    for u in agg.get("unscored", [])[:10]:
-        lines.append(f"  not judged: {u['reason']}")
-    if "injection" in agg:
-        lines.append(injection_line(agg["injection"]))
-    if "headline" in agg:
-        lines += judge_run_lines(agg)
-    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Display only: the lines `harness judge`, `harness judge validate` and `harness compare` print for win rates.
+"""Display only: the plain text the CLI prints: `harness compare` (results, win rates, verdict),
+`harness judge` and `harness judge validate`.
 
 Numbers come from the runs (judges.winrate, judges.validate); nothing is
 computed here but formatting. An interval is printed only when it is one: a
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.compare import is_perplexity
+from harness.store import Run
 from judges.trust import CHANCE, degenerate_interval, describe_agreement
 from judges.winrate import WinRateEntry
 
@@ -136,3 +139,108 @@ def compare_entry_lines(entry: WinRateEntry) -> list[str]:
                  + (f" ({'; '.join(w.get('reasons') or [])})" if w.get("reasons") else "")
                  + "; win rates are reported, not gated")
     return lines
+
+
+def compare_text(compare: Run) -> str:
+    """`harness compare`'s text: one line per task result, the win rates, flips, and the verdict."""
+    agg = compare.aggregates
+    conf = compare.manifest["confidence"]
+    lines = [f"{'candidate':40s} {'task':22s} {'n':>5s} {'base':>7s} {'cand':>7s} {'diff [' + format(conf, '.0%') + ' interval]':>28s} "
+             f"{'p(holm)':>8s} {'MDE':>6s} {'margin':>7s} verdict"]
+    for r in agg["results"]:
+        if r["scope"] != "task":
+            continue
+        d = r["diff"]
+        scale, unit = (1, "logppl") if is_perplexity(r["metric"]) else (100, "pt")
+        diff = f"{d['value'] * scale:+.2f} [{d['lo'] * scale:+.2f}, {d['hi'] * scale:+.2f}] {unit}"
+        p = r.get("p_holm")
+        mde = f"{r['mde'] * 100:.1f}" if r.get("mde") is not None else "-"
+        margin = f"{r['margin'] * scale:.2f}" if r.get("margin") is not None else "-"
+        note = r["verdict"] or "-"
+        if r["verdict"] != "fail" and p is not None and p >= 0.05 and r.get("mde") is not None:
+            note += f" (n.s.; MDE {r['mde'] * 100:.1f} pt)"
+        lines.append(f"{r['candidate'][:40]:40s} {r['task'][:22]:22s} {r['n']:5d} {r['baseline']:7.3f} "
+                     f"{r['candidate_value']:7.3f} {diff:>28s} {'-' if p is None else format(p, '.3f'):>8s} "
+                     f"{mde:>6s} {margin:>7s} {note}")
+    if agg.get("win_rates"):
+        for w in agg["win_rates"]:
+            lines += compare_entry_lines(WinRateEntry.from_json(w))
+    for cand, by_subject in agg.get("flips", {}).items():
+        n = sum(len(v) for v in by_subject.values())
+        if n:
+            worst = sorted(by_subject.items(), key=lambda kv: -len(kv[1]))[:5]
+            lines.append(f"\n{cand}: {n} items flipped right -> wrong; most in: "
+                         + ", ".join(f"{s} ({len(v)})" for s, v in worst))
+    for e in agg.get("task_errors", []):
+        lines.append(f"\nnot scored: {e}")
+    for e in agg.get("unverified", []):
+        lines.append(f"\nunverified: {e}; the gate passes no unverified adapter")
+    lines.append(f"\nverdict: {agg['summary']['verdict'].upper()}"
+                 + (f" ({'; '.join(agg['failures'])})" if agg["failures"] else ""))
+    return "\n".join(lines)
+
+
+def validation_text(agg: dict[str, Any], cfg: Any) -> str:
+    """Display only: agreement per verdict mode with its interval, ties, invalid verdicts and position diagnostics."""
+    s, d, c = agg["summary"], agg["discrete"], agg["calibrated"]
+    lines = [f"judge {cfg.judge} with {s['judge_config']}@{s['judge_config_version']} on {s['n_pairs']} "
+             f"{s['source']} pairs, both orders each (chance agreement {100 * CHANCE:.0f}%)",
+             f"  agreement, discrete    {fmt_estimate(d['win_rate'], 'pairs')}  (judge ties count 0.5; "
+             f"orders that disagree are a tie)",
+             f"     judge ties {d['n_ties']} (orders disagreed on {d['n_disagreements']}), invalid verdicts "
+             f"{d['n_invalid_verdicts']} of {2 * d['n_prompts']} ({d['n_invalid_prompts']} pairs left out)",
+             f"     position consistency {pct(d['position_consistency'])}, first-position win rate "
+             f"{pct(d['first_position_win_rate'])} (50% = no position bias)"]
+    if c["win_rate"]["n"]:
+        lines.append(f"  agreement, calibrated  {fmt_estimate(c['win_rate'], 'pairs')}  (label probabilities, "
+                     f"both orders averaged; first-position bias {c['first_position_bias']:+.2f} cancelled)")
+    else:
+        lines.append("  agreement, calibrated  n/a: the judge gave no label probabilities (generated verdicts)")
+    if agg["n_human_ties"]:
+        lines.append(f"  {agg['n_human_ties']} pairs people called a tie are not in the agreement; the judge said "
+                     f"tie on {agg['n_judge_ties_on_human_ties']} of them")
+    skipped = {k: v for k, v in (agg.get("n_skipped") or {}).items() if v}
+    if skipped:
+        lines.append("  rows skipped while reading the splits: " + ", ".join(f"{v} ({k})" for k, v in skipped.items()))
+    t = agg["judge_tokens"]
+    lines.append(f"  judge tokens: prompt {t['prompt_tokens']:,}, completion {t['completion_tokens']:,} over "
+                 f"{t['n_games']} games" + (f" ({t['n_games_prompt_uncounted']} games' prompts not countable here)"
+                                            if t["n_games_prompt_uncounted"] else ""))
+    return "\n".join(lines)
+
+
+def judge_text(agg: dict[str, Any], cfg: Any) -> str:
+    """Display only: formats the aggregates run_judge computed."""
+    w, lc = agg["win_rate"], agg["lc_win_rate"]
+    withheld = withheld_reason(agg.get("headline"))
+    est = w["win_rate"]
+    lines = [
+        f"judge {agg['judge']['name']}@{agg['judge']['version']} ({cfg.judge}): {cfg.candidate} vs {cfg.baseline}",
+        f"  win rate         {pct(est['value'])}  {interval_text(est, withheld)}  over {est['n']} prompts (discrete "
+        f"verdicts; ties count 0.5)",
+        f"  LC win rate      {pct(lc['lc_win_rate']['value'])}  {interval_text(lc['lc_win_rate'], withheld)}  "
+        f"length coef {lc['length_coef']:+.3g}",
+        f"  wins/ties/losses {w['n_wins']}/{w['n_ties']}/{w['n_losses']}  "
+        f"(orders disagreed, counted as ties: {w['n_disagreements']})",
+        f"  invalid verdicts {w['n_invalid_verdicts']} of {2 * w['n_prompts']}  "
+        f"({w['n_invalid_prompts']} prompts left out)",
+        f"  position consistency {pct(w['position_consistency'])}  first-position win rate "
+        f"{pct(w['first_position_win_rate'])} (50% = no position bias)",
+    ]
+    for side in ("candidate", "baseline"):
+        m = agg["metrics"][side]
+        lines.append(f"  {side:9s} checks {pct(m['checks_passed']['mean'])} (n={m['checks_passed']['n_scored']})  "
+                     f"exact {pct(m['exact_match']['mean'])}  ROUGE-L {m['rouge_l']['mean']:.3f}  "
+                     f"embedding sim {m['embedding_similarity']['mean']:.3f}")
+    for side, g in agg.get("grades", {}).items():
+        lines.append(f"  {side:9s} grade {g['mean']:.2f}/10 over {g['n_graded']} ({g['n_invalid']} invalid)")
+    if "kappa_vs_human" in agg:
+        k = agg["kappa_vs_human"]
+        lines.append(f"  Cohen's kappa vs human labels {k['kappa']:.3f} over {k['n']} items ({k['n_missing']} missing)")
+    for u in agg.get("unscored", [])[:10]:
+        lines.append(f"  not judged: {u['reason']}")
+    if "injection" in agg:
+        lines.append(injection_line(agg["injection"]))
+    if "headline" in agg:
+        lines += judge_run_lines(agg)
+    return "\n".join(lines)

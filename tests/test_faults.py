@@ -486,7 +486,7 @@ def test_item0_exports_work_when_tasks_share_subject_names(tmp_path, monkeypatch
     import json
 
     from cli.main import main
-    from cli.compare import format_text
+    from reports.text import compare_text
     from reports.export import compare_markdown
 
     run = _forgetting_quick_compare(tmp_path / "runs")
@@ -499,7 +499,7 @@ def test_item0_exports_work_when_tasks_share_subject_names(tmp_path, monkeypatch
         if fmt == "html":
             assert "data:image/png;base64," in text  # the subject plot is drawn, keyed by (task, subject)
     assert "Forgetting by category" in compare_markdown(run)
-    assert "verdict: PASS" in format_text(run)
+    assert "verdict: PASS" in compare_text(run)
     json.dumps(run.aggregates, default=str)
 
 

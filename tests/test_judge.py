@@ -229,7 +229,7 @@ def test_injection_probe_runs_and_measures_flips():
 
 
 def test_injection_probe_is_in_the_report():
-    from cli.judge import format_report
+    from reports.text import judge_text
     from judges.run import JudgeRunConfig
 
     judge = Judge(ScriptedJudge(gullible), load_judge_config("pairwise"))
@@ -237,7 +237,7 @@ def test_injection_probe_is_in_the_report():
     gens = lambda side: [Generation(getattr(p, side), "stop", 3) for p in PAIRS]
     _, agg, inj_rows = _judge_golden(judge, items, gens("candidate"), gens("baseline"), use_injection_probe=True)
     assert agg["injection"]["n_items"] == len(inj_rows) > 0 and agg["summary"]["injection_flip_rate"] > 0.8
-    text = format_report(agg, JudgeRunConfig(golden="g", candidate="c", baseline="b"))
+    text = judge_text(agg, JudgeRunConfig(golden="g", candidate="c", baseline="b"))
     assert "injection probe" in text and "95% interval" in text and "invalid verdicts 0 of 12" in text
 
 

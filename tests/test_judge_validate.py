@@ -255,7 +255,7 @@ def test_compare_neither_passes_nor_fails_on_an_undetermined_win_rate(cli_env, a
 
 
 def test_compare_text_says_the_win_rate_is_not_gated():
-    from cli.compare import format_text
+    from reports.text import compare_text
     from harness.store import Run
 
     # A row as compare runs stored it before judges.winrate.WinRateEntry ("n_invalid"): still read.
@@ -269,7 +269,7 @@ def test_compare_text_says_the_win_rate_is_not_gated():
              "reference_counts": {"n_wins": 3, "n_ties": 0, "n_losses": 1, "n_unscored": 0}}
     run = Run(kind="compare", manifest={"confidence": 0.95},
               aggregates={"results": [], "win_rates": [entry], "summary": {"verdict": "pass"}, "failures": []})
-    text = format_text(run)
+    text = compare_text(run)
     assert "invalid 0, order disagreements 4" in text
     assert "judge win rate status: UNDETERMINED (position consistency 0% is below 50%)" in text
     assert "win rates are reported, not gated" in text and "[50.0%, 50.0%]" not in text
@@ -282,7 +282,7 @@ def test_an_undetermined_judge_or_an_unverified_adapter_prints_no_interval():
     same, in the compare text and the report table, and an unverified adapter withholds the reference's."""
     import pandas as pd
 
-    from cli.compare import format_text
+    from reports.text import compare_text
     from harness.store import Run
     from reports.tables import win_rate_table
 
@@ -296,7 +296,7 @@ def test_an_undetermined_judge_or_an_unverified_adapter_prints_no_interval():
              "reference_counts": {"n_wins": 3, "n_ties": 1, "n_losses": 1, "n_unscored": 0}}
     run = Run(kind="compare", manifest={"confidence": 0.95},
               aggregates={"results": [], "win_rates": [entry], "summary": {"verdict": "error"}, "failures": []})
-    text = format_text(run)
+    text = compare_text(run)
     assert "60.0%  (no interval: the judge's win rate is undetermined" in text and "[40.0%, 80.0%]" not in text
     assert "70.0%  (no interval: unverified adapter (c: skipped))" in text
     row = {"candidate": "c", "judge": "j", "n_prompts": 5, "status": "undetermined", "reasons": "…",

@@ -15,16 +15,13 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness import atomic
 from harness.errors import AdapterMismatchError, ModelRefError
-from harness.models.fingerprint import fingerprint_endpoint
+from harness.models.fingerprint import EndpointFingerprint, fingerprint_endpoint
 from harness.models.ref import ALIASES, ModelRef, parse_model_ref
 from harness.settings import Settings
-
-if TYPE_CHECKING:
-    from harness.models.fingerprint import EndpointFingerprint
 
 log = logging.getLogger(__name__)
 
