@@ -224,3 +224,41 @@ def test_a_server_that_stops_answering_mid_run_is_one_line(settings, fake_vllm):
                                                      "no longer answers")):
         backend.loglikelihood([LoglikelihoodRequest("The capital of France is", " Paris")])
 
+
+
+def test_backends_declare_their_abilities_and_callers_ask_with_isinstance(settings, fake_vllm, tiny_model_dir):
+    """The contract (harness.backends.base): hf renders chats and has a tokenizer; a vLLM model has a tokenizer,
+    its engine's own scores, an hf delegate and a server log; wrappers answer through `unwrap`; an openai
+    endpoint declares none of them. Judges and the canary read only these."""
+    from harness.backends.base import (Backend, EngineScored, HasServerLog, RendersChat, Tokenizes, Wraps,
+                                       unwrap)
+    from harness.backends.cache import CachedBackend, ItemCache
+    from harness.backends.hf import HFBackend
+    from harness.backends.hf_prefix import SharedPrefixScorer, with_shared_prefix
+    from harness.backends.openai_api import OpenAIBackend
+    from harness.backends.vllm_attach import attach
+    from judges.judge import chat_renderer, token_counter
+
+    hf = HFBackend(resolve(settings, str(tiny_model_dir)))
+    vllm = attach(resolve(settings, f"vllm:smol@{fake_vllm.url}"))
+    api = OpenAIBackend("m", fake_vllm.url, "sha256:x")
+    try:
+        for b in (hf, vllm, api):
+            assert isinstance(b, Backend)
+        assert isinstance(hf, RendersChat) and isinstance(hf, Tokenizes)
+        assert not isinstance(hf, (EngineScored, HasServerLog, Wraps))
+        assert isinstance(vllm, Tokenizes) and isinstance(vllm, EngineScored) and isinstance(vllm, HasServerLog)
+        assert not isinstance(vllm, RendersChat)
+        assert not isinstance(api, (RendersChat, Tokenizes, EngineScored, HasServerLog))
+        cached = CachedBackend(with_shared_prefix(hf), ItemCache(settings.cache_path))
+        assert isinstance(cached, Wraps) and isinstance(cached.inner, SharedPrefixScorer) and unwrap(cached) is hf
+        assert cached.scoring_params == {**hf.scoring_params, "scorer": "shared_prefix"}
+        assert cached.resolved is hf.resolved and cached.notice is None
+        assert with_shared_prefix(vllm) is vllm  # an attached engine scores its own log-likelihoods
+        # What judges take from each: the chat as the model sees it, and its token count; endpoints neither.
+        assert chat_renderer(cached) is not None and token_counter(cached)("two words") == 2
+        assert chat_renderer(vllm) is not None and token_counter(vllm) is not None
+        assert chat_renderer(api) is None and token_counter(api) is None
+    finally:
+        hf.close()
+        vllm.close()

@@ -74,16 +74,28 @@ class SharedPrefixScorer:
         self.inner = self.front  # harness.backends.base.Wraps: chat rendering and tokenizer are the front's
         self.name = self.front.name
         self.identity = self.front.identity
-        self.notice = self.front.notice
-        self.runtime = self.front.runtime
-        self.resolved = self.front.resolved
-        # Float rounding differs from the plain backend's, so cached results are kept apart.
-        self.scoring_params = {**self.front.scoring_params, "scorer": "shared_prefix"}
         self.min_prefix_tokens = min_prefix_tokens
         self.kv_token_budget = kv_token_budget
         self.max_rows = max_rows
         # Work done, for the benchmark's compute-floor comparison.
         self.stats = {"prefix_tokens": 0, "suffix_tokens": 0, "padded_tokens": 0, "rows": 0, "groups": 0}
+
+    @property
+    def scoring_params(self) -> dict[str, Any]:
+        # Float rounding differs from the plain backend's, so cached results are kept apart.
+        return {**self.front.scoring_params, "scorer": "shared_prefix"}
+
+    @property
+    def notice(self) -> str | None:
+        return self.front.notice
+
+    @property
+    def runtime(self) -> dict[str, Any] | None:  # read when a run is written: a route settles at the first request
+        return self.front.runtime
+
+    @property
+    def resolved(self) -> Any:
+        return self.front.resolved
 
     @property
     def hf(self) -> Any:
