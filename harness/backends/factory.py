@@ -1,7 +1,6 @@
-"""Model backends behind one narrow interface (see harness.backends.base.Backend).
-
-`open_backend` is the one place that maps a backend name to a module; the
-modules themselves import torch, vLLM or openai only when opened.
+"""Opening backends: `open_backend` and `open_models` are the one place that maps a backend name
+to its class (the contract is harness.backends.base); the backends import torch, vLLM or openai
+only when opened.
 
 On vllm, an adapter vLLM cannot serve (IA3, prompt tuning, DoRA, or any option
 vLLM's validator rejects) is recognised from its adapter_config.json before any
