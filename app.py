@@ -6,7 +6,12 @@ Views: Runs (filters by model, suite, kind, status, date), Compare (summary
 with intervals and gate verdicts, forgetting by subject/category, perplexity,
 win rates, checkpoint trend, per-item regressions), Per prompt (judge runs:
 prompt, both answers, ideal, both verdicts and rationale, largest regression
-first) and Training (loss curves from finetune manifests, checkpoint trends).
+first), Golden items (eval runs: prompt, output, checks, pass/fail) and
+Training (loss curves from finetune manifests, checkpoint trends).
+
+Tables hold numbers (they sort numerically) formatted by column configs
+from reports.tables; differences and margins are in points (pt) for
+accuracy and in log-perplexity (logppl) for perplexity, as the CLI prints.
 
 Read-only: it lists and reads run folders and never writes. Text from runs
 (model answers, prompts, reasons, references) is shown only through
@@ -28,7 +33,8 @@ from harness.store import INDEX, Run, load_run
 from reports import data, plots, tables
 from reports.export import export_run, md_escape
 
-VIEWS = ("Runs", "Compare", "Per prompt", "Training")
+VIEWS = ("Runs", "Compare", "Per prompt", "Golden items", "Training")
+RESULTS = ("all", "pass", "fail", "unchecked", "unscored")
 SORTS = {"largest regression": "regression", "largest improvement": "improvement",
          "order disagreements first": "disagree", "item id": "id"}
 PAGE_SIZES = (10, 25, 50)
@@ -56,6 +62,26 @@ def cached_run(runs_dir: str, run_id: str, stamp: float) -> Run:
 @st.cache_data(max_entries=8, show_spinner=False)
 def cached_prompts(runs_dir: str, run_id: str, stamp: float) -> pd.DataFrame:
     return data.sort_by_regression(data.judge_prompts(cached_run(runs_dir, run_id, stamp)))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_golden(runs_dir: str, run_id: str, stamp: float) -> pd.DataFrame:
+    return data.golden_items(cached_run(runs_dir, run_id, stamp))
+
+
+def show_table(df: pd.DataFrame, key: str | None = None) -> None:
+    """A table of numbers formatted by column configs (so they sort as numbers); names and texts in full."""
+    config: dict[str, object] = {}
+    for col, fmt in tables.column_formats(df).items():
+        if col in tables.PROGRESS:
+            lo, hi = tables.PROGRESS[col]
+            config[col] = st.column_config.ProgressColumn(col, format=fmt, min_value=lo, max_value=hi)
+        else:
+            config[col] = st.column_config.NumberColumn(col, format=fmt)
+    for col in ("candidate", "prompt", "output", "reason", "why"):
+        if col in df:
+            config[col] = st.column_config.TextColumn(col, width="large")
+    st.dataframe(df, hide_index=True, column_config=config, key=key)
 
 
 def get_run(runs_dir: Path, run_id: str) -> Run | None:
@@ -118,7 +144,11 @@ def view_runs(runs_dir: Path, runs: pd.DataFrame) -> None:
     tasks = run.aggregates.get("tasks") or {}
     if tasks:
         st.dataframe(pd.DataFrame([{"task": k, "metric": t.get("metric"), "value": t.get("value"), "n": t.get("n"),
-                                    "failure": t.get("failure_reason") or ""} for k, t in tasks.items()]), hide_index=True)
+                                    "failure": t.get("failure_reason") or ""} for k, t in tasks.items()]), hide_index=True,
+                     column_config={"value": st.column_config.NumberColumn(format="%.4f")})
+    if run.kind == "eval" and any("output" in it for it in run.items):
+        st.button(md_escape(f"Golden items of {run.run_id}"), key=f"golden_{run.run_id}", on_click=_open_view,
+                  args=("Golden items", "golden_run", run.run_id))
     with st.expander("Manifest and aggregates (JSON)"):
         st.json({"manifest": run.manifest, "aggregates": run.aggregates}, expanded=False)
 
@@ -143,12 +173,14 @@ def view_compare(runs_dir: Path, runs: pd.DataFrame) -> None:
             + f"\ngate verdict: {summary.get('verdict', '?')} ({summary.get('n_failures', '?')} failing checks)")
     results = data.compare_results(run)
     cands = results["candidate"].dropna().unique().tolist()
-    chosen = st.multiselect("Candidates", cands, default=cands, key="compare_candidates")
+    # Keyed by run: another run's candidates never carry over as a selection that matches nothing here.
+    chosen = st.multiselect("Candidates", cands, default=cands, key=f"compare_candidates:{run.run_id}")
     results = results[results["candidate"].isin(chosen)]
     st.subheader("Summary")
-    st.caption("Differences are candidate − baseline: accuracy in points, perplexity in log-perplexity "
-               "(lower is better); intervals at the level shown.")
-    st.dataframe(tables.summary_table(results), hide_index=True)
+    st.caption("Differences and margins are candidate − baseline in the row's unit: accuracy in points (pt), "
+               "perplexity in log-perplexity (logppl, lower is better); low/high bound the interval at the level "
+               "shown.")
+    show_table(tables.summary_frame(results), key="summary")
     st.subheader("Forgetting")
     for tab, scope in zip(st.tabs(["by subject", "by category"]), ("subject", "category")):
         groups = results[(results["scope"] == scope) & ~results["metric"].map(is_perplexity)]
@@ -158,29 +190,30 @@ def view_compare(runs_dir: Path, runs: pd.DataFrame) -> None:
                 continue
             for task in groups["task"].unique():
                 st.altair_chart(plots.interval_chart(groups[groups["task"] == task].rename(columns={"group": scope}),
-                                                     label=scope, x_title=f"{task}: difference, points"))
-            st.dataframe(tables.group_table(results, scope), hide_index=True)
+                                                     label=scope, x_title=f"{task}: difference, pt"))
+            show_table(tables.group_frame(results, scope))
     st.subheader("Perplexity")
     ppl = results[results["metric"].map(is_perplexity)]
     if ppl.empty:
         st.info("No perplexity results in this run.")
     else:
         st.altair_chart(plots.interval_chart(ppl.assign(label=ppl["task"]), label="label", scale=1.0,
-                                             x_title="difference in log-perplexity (lower is better)"))
-        st.dataframe(tables.perplexity_table(results), hide_index=True)
+                                             x_title="difference, logppl (lower is better)"))
+        show_table(tables.perplexity_frame(results))
     st.subheader("Win rate")
     wins = data.win_rates(run)
     wins = wins[wins["candidate"].isin(chosen)] if not wins.empty else wins
     if wins.empty:
         st.info("No judge results in this run.")
     else:
-        st.dataframe(tables.win_rate_table(wins), hide_index=True)
+        show_table(tables.win_rate_frame(wins))
     judge_ids = [r for r in dict.fromkeys((m.get("source_runs") or {}).values()) if r in set(runs.loc[runs["kind"] == "judge", "run_id"])]
     for jid in judge_ids:
-        st.button(md_escape(f"Per-prompt view of judge run {jid}"), key=f"open_{jid}", on_click=_open_prompts, args=(jid,))
-    trend = data.trend_frame(run)
+        st.button(md_escape(f"Per-prompt view of judge run {jid}"), key=f"open_{jid}", on_click=_open_view,
+                  args=("Per prompt", "judge_run", jid))
+    trend = data.stepped_trend(data.trend_frame(run))
     trend = trend[trend["candidate"].isin(chosen)]
-    if not trend.empty:
+    if not trend.empty:  # candidates that are not checkpoints have no trend to draw
         st.subheader("Checkpoint trend")
         show_trend(trend)
     st.subheader("Per-item regressions")
@@ -190,9 +223,9 @@ def view_compare(runs_dir: Path, runs: pd.DataFrame) -> None:
     export_buttons(run)
 
 
-def _open_prompts(judge_run_id: str) -> None:
-    st.session_state["view"] = "Per prompt"
-    st.session_state["judge_run"] = judge_run_id
+def _open_view(view: str, key: str, run_id: str) -> None:
+    st.session_state["view"] = view
+    st.session_state[key] = run_id
 
 
 def export_buttons(run: Run) -> None:
@@ -203,7 +236,7 @@ def export_buttons(run: Run) -> None:
                             mime=mime, key=f"export_{fmt}")
 
 
-def show_page(df: pd.DataFrame, key: str, page_size: int = 50) -> pd.DataFrame:
+def show_page(df: pd.DataFrame, key: str, page_size: int = 50, table_key: str | None = None) -> pd.DataFrame:
     """One page of `df` as a table, with a page number input; returns the rows shown."""
     if df.empty:
         st.info("Nothing to show.")
@@ -212,7 +245,7 @@ def show_page(df: pd.DataFrame, key: str, page_size: int = 50) -> pd.DataFrame:
     page = st.number_input(f"Page (of {n_pages}, {len(df)} rows)", min_value=1, max_value=n_pages, value=1,
                            key=f"page_{key}")
     rows, _ = data.paginate(df, int(page), page_size)
-    st.dataframe(rows, hide_index=True)
+    show_table(rows, key=table_key)
     return rows
 
 
@@ -221,7 +254,7 @@ def view_prompts(runs_dir: Path, runs: pd.DataFrame) -> None:
     run = open_picked_run(runs_dir, runs, "judge", "judge_run", "Judge run")
     if run is None:
         return
-    st.dataframe(tables.win_rate_table(data.win_rates(run)), hide_index=True)
+    show_table(tables.win_rate_frame(data.win_rates(run)))
     prompts = cached_prompts(str(runs_dir), run.run_id, _stamp(runs_dir / run.run_id / "items.jsonl"))
     c1, c2, c3 = st.columns([2, 2, 1])
     order = SORTS[c1.selectbox("Sort by", list(SORTS), key="prompt_sort")]
@@ -242,7 +275,7 @@ def view_prompts(runs_dir: Path, runs: pd.DataFrame) -> None:
     n_pages = max(1, -(-len(prompts) // page_size))
     page = st.number_input(f"Page (of {n_pages}, {len(prompts)} prompts)", 1, n_pages, 1, key="prompt_page")
     rows, _ = data.paginate(prompts, int(page), page_size)
-    st.dataframe(tables.prompt_table(rows), hide_index=True)
+    show_table(tables.prompt_frame(rows), key="prompt_overview")
     for k, p in enumerate(rows.itertuples(index=False)):
         # Expander labels are Markdown: the item id is escaped like any other run text.
         with st.expander(md_escape(f"{p.item_id} · outcome {tables.fmt_num(p.outcome, 1)}"), expanded=k == 0):
@@ -268,6 +301,43 @@ def show_prompt(p: object) -> None:
         text("Rationale", p.rationale_candidate_second)
 
 
+def view_golden(runs_dir: Path, runs: pd.DataFrame) -> None:
+    st.header("Golden items")
+    run = open_picked_run(runs_dir, runs, "eval", "golden_run", "Eval run")
+    if run is None:
+        return
+    items = cached_golden(str(runs_dir), run.run_id, _stamp(runs_dir / run.run_id / "items.jsonl"))
+    if items.empty:
+        st.info("This eval run has no golden-set items (only multiple-choice or perplexity tasks).")
+        return
+    counts = items["result"].value_counts()
+    st.text(" · ".join(f"{r} {counts.get(r, 0)}" for r in RESULTS[1:]) + f" · of {len(items)} items")
+    c1, c2, c3 = st.columns([2, 1, 2])
+    tasks = c1.multiselect("Task", sorted(items["task"].dropna().unique()), key="golden_task")
+    result = c2.selectbox("Result", RESULTS, key="golden_result")
+    needle = c3.text_input("Prompt, output or check contains", key="golden_search")
+    if tasks:
+        items = items[items["task"].isin(tasks)]
+    if result != "all":
+        items = items[items["result"] == result]
+    if needle:
+        hay = items["prompt"] + "\n" + items["output"] + "\n" + items["check list"] + "\n" + items["failure_reasons"]
+        items = items[hay.str.contains(needle, case=False, regex=False)]
+    if items.empty:
+        st.info("No items match.")
+        return
+    st.caption("Click a column header to sort; numbers sort as numbers. Full texts of the rows on this page below.")
+    rows = show_page(items.drop(columns=["passed"]), "golden", table_key="golden_table")
+    for p in rows.head(10).to_dict("records"):
+        # Expander labels are Markdown: the item id is escaped like any other run text.
+        with st.expander(md_escape(f"{p['item_id']} · {p['result']}")):
+            for label, col in (("Prompt", "prompt"), ("Output", "output"), ("Checks", "check list"),
+                               ("Failed checks", "failure_reasons"), ("Ideal answer", "ideal")):
+                body = p[col]
+                st.caption(label)
+                st.code(str(body or ""), language=None, wrap_lines=True)
+
+
 def view_training(runs_dir: Path, runs: pd.DataFrame) -> None:
     st.header("Training")
     extra = st.text_area("More finetune output folders (one per line)", key="extra_dirs")
@@ -285,25 +355,27 @@ def view_training(runs_dir: Path, runs: pd.DataFrame) -> None:
         st.dataframe(pd.DataFrame([{"folder": name, "method": m.get("method"), "steps": m.get("steps"),
                                     "best validation loss": m.get("best_validation_loss"),
                                     "stopped early": m.get("stopped_early")} for name, m in manifests.items()]),
-                     hide_index=True)
+                     hide_index=True, column_config={"best validation loss": st.column_config.NumberColumn(format="%.4f"),
+                                                     "folder": st.column_config.TextColumn(width="large")})
     st.subheader("Checkpoint trends")
     run_id = pick_run(runs, "compare", "trend_run", "Compare run")
     run = get_run(runs_dir, run_id) if run_id else None
-    trend = data.trend_frame(run) if run is not None else pd.DataFrame()
+    trend = data.stepped_trend(data.trend_frame(run)) if run is not None else pd.DataFrame()
     if trend.empty:
-        st.info("This compare run has no checkpoint trend.")
+        st.info("This compare run has no checkpoint trend: none of its candidates names a training step "
+                "(…/checkpoint-200).")
         return
     show_trend(trend)
-    st.dataframe(tables.trend_table(trend), hide_index=True)
 
 
 def show_trend(trend: pd.DataFrame) -> None:
-    """Accuracy (points) and perplexity (log-perplexity) trends on separate axes: their units differ."""
+    """Accuracy (pt) and perplexity (logppl) trends on separate axes (their units differ), then the numbers."""
     is_ppl = trend["metric"].map(is_perplexity)
     if (~is_ppl).any():
         st.altair_chart(plots.trend_chart(trend[~is_ppl]))
     if is_ppl.any():
-        st.altair_chart(plots.trend_chart(trend[is_ppl], scale=1.0, y_title="difference in log-perplexity"))
+        st.altair_chart(plots.trend_chart(trend[is_ppl], scale=1.0, y_title="difference, logppl", y_format="+.3f"))
+    show_table(tables.trend_frame(trend))
 
 
 def main() -> None:
@@ -317,7 +389,8 @@ def main() -> None:
         st.info("The run store is empty. Runs appear here after `harness eval`, `harness judge` or `harness compare`.")
         st.text(f"looked in {runs_dir} (set HARNESS_RUNS_DIR to read another store)")
         return
-    {"Runs": view_runs, "Compare": view_compare, "Per prompt": view_prompts, "Training": view_training}[view](runs_dir, runs)
+    {"Runs": view_runs, "Compare": view_compare, "Per prompt": view_prompts, "Golden items": view_golden,
+     "Training": view_training}[view](runs_dir, runs)
 
 
 main()

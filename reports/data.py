@@ -158,7 +158,7 @@ def _judge_win_row(run: Run) -> WinRateEntry:
 
 
 def trend_frame(run: Run) -> pd.DataFrame:
-    """A compare run's checkpoint `trend`: candidate, step, task, metric, diff, lo, hi (sorted by step).
+    """A compare run's checkpoint `trend`: candidate, step, task, metric, diff, lo, hi (by task, then step).
 
     `step` is NaN for a candidate whose reference names no step; `metric` is None when absent.
     """
@@ -166,7 +166,7 @@ def trend_frame(run: Run) -> pd.DataFrame:
              **dict(zip(("diff", "lo", "hi"), _estimate(t.get("diff"))))}
             for t in run.aggregates.get("trend") or []]
     df = pd.DataFrame(rows, columns=["candidate", "step", "task", "metric", "diff", "lo", "hi"])
-    return df.sort_values(["candidate", "task", "step"], kind="stable").reset_index(drop=True)
+    return df.sort_values(["task", "step", "candidate"], kind="stable").reset_index(drop=True)
 
 
 def _rationale(game: dict[str, Any]) -> str:
@@ -290,3 +290,67 @@ def loss_frame(manifest: dict[str, Any]) -> pd.DataFrame:
             for split, points in history.items() if isinstance(points, list)
             for p in points if isinstance(p, dict)]
     return pd.DataFrame(rows, columns=["split", "step", "loss"])
+
+
+GOLDEN_COLUMNS = ["task", "item_id", "subject", "passed", "result", "failed checks", "checks", "check list",
+                  "output chars", "finish_reason", "prompt", "output", "failure_reasons", "ideal", "unscored_reason"]
+
+
+def golden_items(run: Run) -> pd.DataFrame:
+    """An eval run's golden-set items (rows with an `output`): prompt, output, checks and pass/fail.
+
+    `result` is pass, fail, unchecked (the item has no checks) or unscored (no
+    output, e.g. a prompt longer than the context). `checks` describes the
+    item's checks when the run stored them; `failed checks` counts the
+    failure reasons. Other items (multiple choice, perplexity) are left out.
+    """
+    rows = []
+    for it in run.items:
+        if "output" not in it:
+            continue
+        passed, reasons = it.get("passed"), [str(r) for r in it.get("failure_reasons") or []]
+        result = ("unscored" if it.get("unscored_reason") else "unchecked" if passed is None
+                  else "pass" if passed else "fail")
+        checks = it.get("checks") if isinstance(it.get("checks"), dict) else {}
+        n_checks = (checks.get("regex") is not None) + len(checks.get("must_include") or []) \
+            + (checks.get("json_schema") is not None) if checks else math.nan
+        output = it.get("output")
+        rows.append({"task": it.get("task"), "item_id": str(it.get("item_id", "")), "subject": it.get("subject"),
+                     "passed": passed, "result": result, "failed checks": len(reasons), "checks": n_checks,
+                     "check list": check_text(checks),
+                     "output chars": len(output) if isinstance(output, str) else math.nan,
+                     "finish_reason": it.get("finish_reason"), "prompt": _prompt_text(it),
+                     "output": "" if output is None else str(output), "failure_reasons": "; ".join(reasons),
+                     "ideal": it.get("ideal"), "unscored_reason": it.get("unscored_reason") or ""})
+    return pd.DataFrame(rows, columns=GOLDEN_COLUMNS)
+
+
+def _prompt_text(item: dict[str, Any]) -> str:
+    """The item's prompt, or its chat turns one per line; empty when the run did not store it."""
+    if item.get("prompt") is not None:
+        return str(item["prompt"])
+    turns = item.get("messages") or []
+    return "\n".join(f"{t.get('role')}: {t.get('content')}" for t in turns if isinstance(t, dict))
+
+
+def check_text(checks: Any) -> str:
+    """An item's checks in one line ('regex ^\\W*bonjour; must include: bonjour'); empty when none."""
+    if not isinstance(checks, dict):
+        return ""
+    parts = [f"regex {checks['regex']}"] if checks.get("regex") is not None else []
+    parts += [f"must include: {', '.join(map(str, checks['must_include']))}"] if checks.get("must_include") else []
+    parts += ["JSON schema: " + json.dumps(checks["json_schema"])] if checks.get("json_schema") is not None else []
+    return "; ".join(parts)
+
+
+def stepped_trend(trend: pd.DataFrame) -> pd.DataFrame:
+    """The trend rows whose candidate is a checkpoint (has a step), with a `line` per training run and task.
+
+    A training run is the candidate name with its step left out ('out/checkpoint-200' -> 'out/checkpoint-*'),
+    so the checkpoints of one run join into one line per task; empty when no candidate names a step.
+    """
+    rows = trend[trend["step"].notna()]
+    family = rows["candidate"].astype(str).str.replace(r"(checkpoint|step)([-_]?)\d+", r"\1\2*", regex=True)
+    single = family.nunique() <= 1
+    line = rows["task"].astype(str) if single else family + " · " + rows["task"].astype(str)
+    return rows.assign(line=line).reset_index(drop=True)

@@ -12,51 +12,80 @@ from typing import Any
 import pandas as pd
 
 
+# Legends sit below the chart, one entry per line and never cut: candidate names are shown in full.
+LEGEND = dict(orient="bottom", direction="vertical", labelLimit=0, titleLimit=0)
+
+
+def _domain(*columns: pd.Series) -> list[float]:
+    """An axis domain fitted to the data and zero, padded by 5%: small differences stay visible."""
+    values = pd.concat([c for c in columns] + [pd.Series([0.0])]).astype(float).dropna()
+    lo, hi = float(values.min()), float(values.max())
+    pad = (hi - lo) * 0.05 or 1.0
+    return [lo - pad, hi + pad]
+
+
 def interval_chart(df: pd.DataFrame, *, label: str, x_title: str, scale: float = 100.0, color: str = "candidate") -> Any:
     """Points with horizontal interval bars, one row per `label` value, offset by `color`.
 
     `df` needs columns `label`, `color`, diff, lo, hi; values are multiplied by `scale`.
+    The x axis fits the data (and zero), so a difference of a point is not lost on a ±100 axis.
     """
     import altair as alt
 
     data = df.assign(d=df["diff"] * scale, l=df["lo"] * scale, h=df["hi"] * scale)[[label, color, "d", "l", "h"]]
     order = data.groupby(label)["d"].min().sort_values().index.tolist()  # worst group on top
-    y = alt.Y(f"{label}:N", sort=order, title=None)
-    base = alt.Chart(data).encode(y=y, yOffset=f"{color}:N", color=alt.Color(f"{color}:N", legend=alt.Legend(orient="bottom", labelLimit=400)))
-    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("l:Q", title=x_title), x2="h:Q")
+    x_scale = alt.Scale(domain=_domain(data["l"], data["h"], data["d"]), nice=False)
+    y = alt.Y(f"{label}:N", sort=order, title=None, axis=alt.Axis(labelLimit=0))
+    base = alt.Chart(data).encode(y=y, yOffset=f"{color}:N", color=alt.Color(f"{color}:N", legend=alt.Legend(**LEGEND)))
+    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("l:Q", title=x_title, scale=x_scale), x2="h:Q")
     points = base.mark_point(filled=True, size=60).encode(
-        x="d:Q", tooltip=[label, color, alt.Tooltip("d:Q", format="+.2f"), alt.Tooltip("l:Q", format="+.2f"),
-                          alt.Tooltip("h:Q", format="+.2f")])
-    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="gray", strokeDash=[4, 4]).encode(x="x:Q")
+        x=alt.X("d:Q", scale=x_scale), tooltip=[label, color, alt.Tooltip("d:Q", format="+.2f"),
+                                                alt.Tooltip("l:Q", format="+.2f"), alt.Tooltip("h:Q", format="+.2f")])
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="gray", strokeDash=[4, 4]).encode(
+        x=alt.X("x:Q", scale=x_scale))
     # A step per (group, color) row: a fixed total height squeezes the rows once the legend and axis take their share.
     return (bars + points + zero).properties(height=alt.Step(14))
 
 
-def trend_chart(trend: pd.DataFrame, *, scale: float = 100.0, y_title: str = "difference, points") -> Any:
-    """Difference against training step per candidate and task, with the interval as a band.
+def trend_chart(trend: pd.DataFrame, *, scale: float = 100.0, y_title: str = "difference, pt",
+                y_format: str = "+.1f") -> Any:
+    """Difference against training step: one line per task (and training run), its interval as a band.
 
-    Rows without a step (a candidate that names none) are left out.
+    `trend` is reports.data.stepped_trend's frame (column `line` names the series); integer step ticks.
     """
     import altair as alt
 
-    trend = trend[trend["step"].notna()]
-    data = trend.assign(d=trend["diff"] * scale, l=trend["lo"] * scale, h=trend["hi"] * scale,
-                        series=trend["candidate"].astype(str) + " · " + trend["task"].astype(str))
-    base = alt.Chart(data).encode(x=alt.X("step:Q", title="training step"),
-                                  color=alt.Color("series:N", legend=alt.Legend(orient="bottom", labelLimit=400)))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("l:Q", title=y_title), y2="h:Q")
-    line = base.mark_line(point=True).encode(y="d:Q", tooltip=["series", "step", alt.Tooltip("d:Q", format="+.2f")])
-    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="gray", strokeDash=[4, 4]).encode(y="y:Q")
+    data = trend.assign(d=trend["diff"] * scale, l=trend["lo"] * scale, h=trend["hi"] * scale)[
+        ["line", "candidate", "task", "step", "d", "l", "h"]]
+    steps = sorted(int(s) for s in data["step"].unique())
+    x = alt.X("step:Q", title="training step", scale=alt.Scale(domain=[steps[0], steps[-1]] if len(steps) > 1 else None),
+              axis=alt.Axis(format="d", tickMinStep=1, values=steps if len(steps) <= 12 else alt.Undefined))
+    y_scale = alt.Scale(domain=_domain(data["l"], data["h"], data["d"]), nice=True)
+    base = alt.Chart(data).encode(x=x, color=alt.Color("line:N", title="task", legend=alt.Legend(**LEGEND)))
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y("l:Q", title=y_title, scale=y_scale, axis=alt.Axis(format=y_format)), y2="h:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("d:Q", scale=y_scale),
+        tooltip=["candidate", "task", "step", alt.Tooltip("d:Q", format=y_format),
+                 alt.Tooltip("l:Q", format=y_format), alt.Tooltip("h:Q", format=y_format)])
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="gray", strokeDash=[4, 4]).encode(
+        y=alt.Y("y:Q", scale=y_scale))
     return band + line + zero
 
 
 def loss_chart(losses: pd.DataFrame) -> Any:
-    """Training and validation loss against step; `losses` has columns run, split, step, loss."""
+    """Training and validation loss against step; `losses` has columns run, split, step, loss.
+
+    One coloured, labelled series per (run, split): a legend of dash styles drew identical dots.
+    """
     import altair as alt
 
-    return alt.Chart(losses).mark_line(point=alt.OverlayMarkDef(size=15)).encode(
-        x=alt.X("step:Q", title="step"), y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", legend=alt.Legend(orient="bottom", labelLimit=400)), strokeDash="split:N",
+    data = losses.assign(series=losses["run"].astype(str) + " · " + losses["split"].astype(str))
+    return alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=15)).encode(
+        x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
+        y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False), axis=alt.Axis(format=".2f")),
+        color=alt.Color("series:N", title="run · split", legend=alt.Legend(**LEGEND)),
+        strokeDash=alt.StrokeDash("split:N", legend=None),
         tooltip=["run", "split", "step", alt.Tooltip("loss:Q", format=".4f")])
 
 
@@ -81,15 +110,15 @@ def interval_png(df: pd.DataFrame, *, label: str, title: str, scale: float = 100
         sub = df[df["candidate"] == cand].set_index(label).reindex(groups)
         ys = [g * len(cands) + k for g in range(len(groups))]
         err = [(sub["diff"] - sub["lo"]) * scale, (sub["hi"] - sub["diff"]) * scale]
-        ax.errorbar(sub["diff"] * scale, ys, xerr=err, fmt="o", capsize=3, label=f"candidate {k + 1}")
+        ax.errorbar(sub["diff"] * scale, ys, xerr=err, fmt="o", capsize=3, label=str(cand))
     ax.set_yticks([g * len(cands) + (len(cands) - 1) / 2 for g in range(len(groups))], [str(g) for g in groups])
     ax.axvline(0, color="gray", linestyle="--", linewidth=1)
     ax.set_xlabel("difference, points (candidate − baseline)")
     ax.set_title(title)
-    if len(cands) > 1:
-        ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    if len(cands) > 1:  # below the plot, one name a line, in full
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.15 - 0.3 / max(1, len(groups))), fontsize=8, ncols=1,
+                  frameon=False)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")  # "tight" keeps the legend below in the image
     plt.close(fig)
     return buf.getvalue()

@@ -10,7 +10,7 @@ import pytest
 
 from cli.main import main
 from harness.store import Run, load_run
-from reports import data, export, tables
+from reports import data, export, plots, tables
 from tests.fixtures.synthetic import ATTACKS, build_store
 
 
@@ -59,7 +59,7 @@ def test_compare_results_read_either_candidate_key_convention():
 def test_filters_paginate_and_empty_store(tmp_path, store):
     assert data.runs_frame(tmp_path / "nothing").empty
     runs = data.runs_frame(store[0])
-    assert len(runs) == 6
+    assert len(runs) == 8
     assert data.filter_runs(runs, statuses=["failed"])["status"].tolist() == ["failed"]
     assert len(data.filter_runs(runs, model="lora-r16", kinds=["judge"])) == 1
     assert data.filter_runs(runs, since=pd.Timestamp.now().date() + pd.Timedelta(days=1)).empty
@@ -81,8 +81,10 @@ def test_tables_format_intervals_in_points_and_log_perplexity(store):
     compare = load_run(store[0], store[1]["compare"])
     summary = tables.summary_table(data.compare_results(compare))
     assert len(summary) == 4 and set(summary["verdict"]) <= {"pass", "fail"}
-    acc = summary[summary["metric"] == "acc"]["difference [interval]"].iloc[0]
-    assert re.fullmatch(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", acc)
+    acc = summary[summary["metric"] == "acc"].iloc[0]
+    assert re.fullmatch(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] pt", acc["difference [interval]"])
+    assert acc["margin"] == "5.00 pt"  # the margin in the difference's unit, as `harness compare` prints it
+    assert summary[summary["metric"] == "perplexity"]["margin"].iloc[0] == "0.05 logppl"
     assert tables.fmt_interval(float("nan"), 0, 0) == "—"
     assert tables.fmt_interval(0.56, 0.47, 0.65, scale=100, signed=False) == "56.0 [47.0, 65.0]"
     wins = tables.win_rate_table(data.win_rates(load_run(store[0], store[1]["judge"])))
@@ -142,3 +144,74 @@ def test_cli_launches_streamlit_on_the_runs_dir(store, monkeypatch):
     assert seen["cmd"][1:4] == ["-m", "streamlit", "run"] and seen["cmd"][4].endswith("app.py")
     assert "8765" in seen["cmd"] and "127.0.0.1" in seen["cmd"]
     assert seen["env"]["HARNESS_RUNS_DIR"] == str(store[0].resolve())
+
+
+def _results(**extra) -> pd.DataFrame:
+    rows = [{"candidate": "tuned", "task": "mmlu", "metric": "acc", "scope": "task", "n": 400, "baseline": 0.5,
+             "candidate_value": 0.49, "diff": {"value": -0.01, "lo": -0.03, "hi": 0.01, "confidence": 0.95},
+             "margin": 0.05, "verdict": "pass", "p_holm": 0.4},
+            {"candidate": "tuned", "task": "wiki", "metric": "token_perplexity", "scope": "task", "n": 40,
+             "baseline": 20.0, "candidate_value": 20.2, "diff": {"value": 0.01, "lo": 0.0, "hi": 0.02},
+             "margin": math.log(1.05), "verdict": "pass"}]
+    return data.compare_results(Run(kind="compare", manifest={}, aggregates={"results": rows, **extra}))
+
+
+def test_frames_hold_numbers_in_the_units_compare_prints():
+    results = _results()
+    summary = tables.summary_frame(results).set_index("task")
+    assert summary.loc["mmlu", ["difference", "low", "high", "margin"]].tolist() == pytest.approx([-1, -3, 1, 5])
+    assert summary.loc["mmlu", "unit"] == "pt" and summary.loc["wiki", "unit"] == "logppl"
+    assert summary.loc["wiki", "margin"] == pytest.approx(math.log(1.05))
+    assert all(summary[c].dtype.kind in "fiu" for c in ("difference", "low", "margin", "n", "level %", "p (Holm)"))
+    ppl = tables.perplexity_frame(results).iloc[0]
+    assert ppl["margin, ppl change %"] == pytest.approx(5.0)  # a 5% suite margin reads 5.0, not 0.049
+    assert ppl["ppl change %"] == pytest.approx(math.expm1(0.01) * 100)
+    shown = tables.formatted(tables.summary_frame(results))
+    assert shown["difference"].tolist() == ["-1.00", "+0.01"] and shown["margin"].tolist() == ["5.00", "0.05"]
+    assert shown["level %"].iloc[0] == "95%" and shown["level %"].iloc[1] == "—" and shown["n"].iloc[0] == "400"
+    assert "0.0488 logppl (5.0% ppl)" == tables.perplexity_table(results)["margin"].iloc[0]
+
+
+def test_numbers_sort_as_numbers_not_as_text(store):
+    golden = data.golden_items(load_run(store[0], store[1]["eval_golden"]))
+    chars = golden.sort_values("output chars")["output chars"].dropna().tolist()
+    assert chars == sorted(chars) and chars[0] < 10 <= chars[-1]
+    assert sorted(map(str, chars)) != list(map(str, chars))  # as strings the order would differ
+
+
+def test_golden_items_carry_prompt_output_checks_and_result(store):
+    golden = data.golden_items(load_run(store[0], store[1]["eval_golden"])).set_index("item_id")
+    assert len(golden) == 16 and golden["result"].value_counts().to_dict() == {"pass": 8, "fail": 5, "unchecked": 2,
+                                                                                "unscored": 1}
+    capital = golden.loc["golden_smoke/2"]
+    assert capital["prompt"] == "Name the capital of France." and capital["output"] == "It is Lyon."
+    assert capital["result"] == "fail" and capital["failure_reasons"] == "missing 'Paris'"
+    assert capital["check list"] == "must include: Paris" and capital["failed checks"] == 1 and capital["checks"] == 1
+    assert "prompt longer than the context" in golden.loc["golden_json/15", "unscored_reason"]
+    assert data.golden_items(load_run(store[0], store[1]["eval_base"])).empty  # multiple choice only
+    assert data.check_text({"regex": "^a", "must_include": ["x", "y"]}) == "regex ^a; must include: x, y"
+
+
+def test_stepped_trend_joins_each_training_runs_checkpoints_into_one_line():
+    def row(cand, step, task="mmlu"):
+        return {"candidate": cand, "step": step, "task": task, "metric": "acc", "diff": {"value": 0.0}}
+    plain = data.trend_frame(Run(kind="compare", manifest={}, aggregates={"trend": [row("m+a", None), row("m+b", None)]}))
+    assert data.stepped_trend(plain).empty  # no checkpoints: nothing to draw
+    one = data.stepped_trend(data.trend_frame(Run(kind="compare", manifest={}, aggregates={"trend": [
+        row("m+out/checkpoint-200", 200), row("m+out/checkpoint-100", 100), row("m+out/checkpoint-100", 100, "ppl")]})))
+    assert one["line"].tolist() == ["mmlu", "mmlu", "ppl"] and one["step"].tolist() == [100, 200, 100]
+    two = data.stepped_trend(data.trend_frame(Run(kind="compare", manifest={}, aggregates={"trend": [
+        row("m+r8/checkpoint-100", 100), row("m+r16/checkpoint-100", 100)]})))
+    assert sorted(two["line"]) == ["m+r16/checkpoint-* · mmlu", "m+r8/checkpoint-* · mmlu"]
+
+
+def test_plots_fit_the_axis_to_the_data_and_name_candidates_in_full():
+    results = _results()
+    acc = results[results["task"] == "mmlu"].assign(label="mmlu")
+    spec = plots.interval_chart(acc, label="label", x_title="pt").to_dict()
+    domain = spec["layer"][0]["encoding"]["x"]["scale"]["domain"]
+    assert -4 < domain[0] < -3 and 1 < domain[1] < 2  # fitted to [-3, 1] and zero, not ±100
+    assert spec["layer"][0]["encoding"]["color"]["legend"]["labelLimit"] == 0
+    long = "a-candidate-with-a-rather-long-but-unique-name-that-must-not-be-cut"
+    png = plots.interval_png(pd.concat([acc, acc.assign(candidate=long)]), label="label", title="t")
+    assert png.startswith(b"\x89PNG")
