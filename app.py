@@ -81,6 +81,8 @@ def show_table(df: pd.DataFrame, key: str | None = None) -> None:
     for col in ("candidate", "prompt", "output", "reason", "why"):
         if col in df:
             config[col] = st.column_config.TextColumn(col, width="large")
+    if "item_id" in df:
+        config["item_id"] = st.column_config.TextColumn("item_id", width="medium")
     st.dataframe(df, hide_index=True, column_config=config, key=key)
 
 

@@ -292,8 +292,8 @@ def loss_frame(manifest: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split", "step", "loss"])
 
 
-GOLDEN_COLUMNS = ["task", "item_id", "subject", "passed", "result", "failed checks", "checks", "check list",
-                  "output chars", "finish_reason", "prompt", "output", "failure_reasons", "ideal", "unscored_reason"]
+GOLDEN_COLUMNS = ["item_id", "output chars", "failed checks", "checks", "result", "task", "subject", "passed",
+                  "check list", "prompt", "output", "failure_reasons", "finish_reason", "ideal", "unscored_reason"]
 
 
 def golden_items(run: Run) -> pd.DataFrame:

@@ -1,7 +1,10 @@
 """End to end: `streamlit run app.py` on loopback, opened in headless Debian Chromium via Playwright (slow tier).
 
-Screenshots go under the test's tmp_path; the per-prompt one is also copied to
-/tmp/report-screenshot.png for a person to look at.
+One server for the module (its start is most of the time). Screenshots go
+under the test's tmp_path; the per-prompt one is also copied to
+/tmp/report-screenshot.png for a person to look at. A table (st.dataframe) is
+drawn on a canvas; its visible cells are also in the DOM as `glide-cell-COL-ROW`
+for screen readers, which is what these tests read.
 """
 from __future__ import annotations
 
@@ -31,9 +34,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(tmp_path: Path):
+HEADER_Y = 17  # the middle of a table's header row, in pixels from the top of its canvas
+ITEM_ID_WIDTH = 200  # app.show_table gives item_id the "medium" width; the golden table's next column is "output chars"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
     """(url, run ids) of a streamlit server on a synthetic store with a 10,000-prompt judge run."""
+    tmp_path = tmp_path_factory.mktemp("served")
     runs_dir = tmp_path / "runs"
     ids = build_store(runs_dir, n_large=10_000)
     port = free_port()
@@ -79,7 +87,7 @@ def test_report_in_a_real_browser_shows_runs_comparison_and_inert_model_text(ser
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))  # an alert() would mean XSS
             page.set_default_timeout(60_000)
             page.goto(url)
-            expect(page.get_by_text("6 of 6 runs")).to_be_visible()
+            expect(page.get_by_text("8 of 8 runs")).to_be_visible()
             page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
 
             page.get_by_test_id("stSidebar").get_by_text("Compare", exact=True).click()
@@ -106,3 +114,76 @@ def test_report_in_a_real_browser_shows_runs_comparison_and_inert_model_text(ser
     assert dialogs == []
     shutil.copy(tmp_path / "per-prompt.png", "/tmp/report-screenshot.png")
     shutil.copy(tmp_path / "compare.png", "/tmp/report-screenshot-compare.png")
+
+
+def _browser(pw):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing; scripts/setup.sh installs Debian's chromium (apt-get install chromium)")
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def _column(table, col: int) -> list[str]:
+    """The texts of a table's visible cells in column `col`, top to bottom."""
+    return table.locator(f"[data-testid^='glide-cell-{col}-']").all_inner_texts()
+
+
+@pytest.mark.timeout(300)
+def test_golden_items_sort_numerically_in_a_real_browser(served, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, ids = served
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.get_by_test_id("stSidebar").get_by_text("Golden items", exact=True).click()
+            expect(page.get_by_text("Click a column header to sort")).to_be_visible()
+            table = page.get_by_test_id("stDataFrame").first
+            expect(table.get_by_test_id("glide-cell-1-0")).to_have_text("7")  # "Bonjour": stored order first
+            canvas = table.locator("canvas").first.bounding_box()
+            shown = []
+            for _ in range(2):  # ascending, then descending
+                page.mouse.click(canvas["x"] + ITEM_ID_WIDTH + 30, canvas["y"] + HEADER_Y)
+                page.wait_for_timeout(500)
+                shown.append([int(t) for t in _column(table, 1) if t])  # the unscored item has no output
+            up, down = shown
+            assert up == sorted(up) and down == sorted(down, reverse=True) and len(up) >= 8
+            assert up.index(10 if 10 in up else 11) > up.index(9 if 9 in up else 8)  # 11 after 8, not "11" < "8"
+            assert max(up) >= 100 and min(up) < 10
+            page.screenshot(path=str(tmp_path / "golden.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+@pytest.mark.timeout(300)
+def test_switching_compare_runs_shows_each_runs_results(served, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, ids = served
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.get_by_test_id("stSidebar").get_by_text("Compare", exact=True).click()
+            summary = page.get_by_test_id("stDataFrame").first
+            expect(summary.get_by_test_id("glide-cell-0-0")).to_contain_text("lora-r8")
+            for run_id, distinctive, gone in ((ids["compare_ckpt"], "checkpoint-400", "lora-r16"),
+                                              (ids["compare"], "lora-r16", "checkpoint-")):
+                page.get_by_test_id("stSelectbox").filter(has_text="Compare run").click()
+                page.get_by_role("option", name=run_id).click()
+                expect(page.get_by_text(f"gate verdict:")).to_be_visible()
+                expect(summary.locator("[data-testid^='glide-cell-0-']", has_text=distinctive).first).to_be_attached()
+                candidates = " ".join(_column(summary, 0))
+                assert gone not in candidates and distinctive in candidates
+                # Every section has this run's results: none says it is empty.
+                for empty in ("Nothing to show", "No subject-level results", "No perplexity results",
+                              "No judge results"):
+                    expect(page.get_by_text(empty)).to_have_count(0)
+                page.screenshot(path=str(tmp_path / f"compare-{run_id}.png"), full_page=True)
+            expect(page.get_by_role("heading", name="Checkpoint trend")).to_have_count(0)  # adapters: no trend
+        finally:
+            browser.close()
