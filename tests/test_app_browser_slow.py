@@ -175,7 +175,7 @@ def test_switching_compare_runs_shows_each_runs_results(served, tmp_path):
                                               (ids["compare"], "lora-r16", "checkpoint-")):
                 page.get_by_test_id("stSelectbox").filter(has_text="Compare run").click()
                 page.get_by_role("option", name=run_id).click()
-                expect(page.get_by_text(f"gate verdict:")).to_be_visible()
+                expect(page.get_by_text("gate verdict:")).to_be_visible()
                 expect(summary.locator("[data-testid^='glide-cell-0-']", has_text=distinctive).first).to_be_attached()
                 candidates = " ".join(_column(summary, 0))
                 assert gone not in candidates and distinctive in candidates
