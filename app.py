@@ -78,9 +78,14 @@ def show_table(df: pd.DataFrame, key: str | None = None) -> None:
             config[col] = st.column_config.ProgressColumn(col, format=fmt, min_value=lo, max_value=hi)
         else:
             config[col] = st.column_config.NumberColumn(col, format=fmt)
-    for col in ("candidate", "prompt", "output", "reason", "why"):
+    for col in ("prompt", "output", "reason", "why"):
         if col in df:
             config[col] = st.column_config.TextColumn(col, width="large")
+    if "candidate" in df and not df.empty:
+        # Wide enough for the longest name (about 7.5 px a character) and pinned: names are never cut.
+        longest = int(df["candidate"].astype(str).str.len().max())
+        config["candidate"] = st.column_config.TextColumn("candidate", width=max(120, 24 + int(7.5 * longest)),
+                                                          pinned=True)
     if "item_id" in df:
         config["item_id"] = st.column_config.TextColumn("item_id", width="medium")
     st.dataframe(df, hide_index=True, column_config=config, key=key)
