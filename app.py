@@ -138,7 +138,9 @@ def view_runs(runs_dir: Path, runs: pd.DataFrame) -> None:
         since, until = (span[0], span[1]) if isinstance(span, (tuple, list)) and len(span) == 2 else (None, None)
     shown = data.filter_runs(runs, model=model, suites=suites, kinds=kinds, statuses=statuses, since=since, until=until)
     st.caption(f"{len(shown)} of {len(runs)} runs")
-    st.dataframe(tables.runs_table(shown), hide_index=True, key="runs_table")
+    st.dataframe(tables.runs_table(shown), hide_index=True, key="runs_table", column_config={
+        "created (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        "models": st.column_config.TextColumn(width="large")})
     if shown.empty:
         return
     run_id = pick_run(shown, None, "inspect_run", "Inspect run")
@@ -249,6 +251,8 @@ def show_page(df: pd.DataFrame, key: str, page_size: int = 50, table_key: str | 
         st.info("Nothing to show.")
         return df
     n_pages = max(1, -(-len(df) // page_size))
+    if st.session_state.get(f"page_{key}", 1) > n_pages:  # fewer rows since (a filter, another run): last page
+        st.session_state[f"page_{key}"] = n_pages
     page = st.number_input(f"Page (of {n_pages}, {len(df)} rows)", min_value=1, max_value=n_pages, value=1,
                            key=f"page_{key}")
     rows, _ = data.paginate(df, int(page), page_size)

@@ -7,6 +7,7 @@ charts carry data only (no HTML), so model-provided names are safe in them.
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import pandas as pd
@@ -18,7 +19,8 @@ LEGEND = dict(orient="bottom", direction="vertical", labelLimit=0, titleLimit=0)
 
 def _domain(*columns: pd.Series) -> list[float]:
     """An axis domain fitted to the data and zero, padded by 5%: small differences stay visible."""
-    values = pd.concat([c for c in columns] + [pd.Series([0.0])]).astype(float).dropna()
+    values = pd.concat([c for c in columns] + [pd.Series([0.0])]).astype(float)
+    values = values[values.map(math.isfinite)]
     lo, hi = float(values.min()), float(values.max())
     pad = (hi - lo) * 0.05 or 1.0
     return [lo - pad, hi + pad]

@@ -306,7 +306,7 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The run list as shown: id, kind, status, date, suite, models and the headline numbers."""
     return pd.DataFrame({
         "run": runs["run_id"], "kind": runs["kind"], "status": runs["status"],
-        "created (UTC)": runs["created"].dt.strftime("%Y-%m-%d %H:%M"), "suite": runs["suite"].fillna(""),
+        "created (UTC)": runs["created"], "suite": runs["suite"].fillna(""),
         "models": runs["models"].map(lambda ms: ", ".join(ms or [])),
         "summary": runs["summary"].map(_headline),
     }).reset_index(drop=True)

@@ -52,6 +52,7 @@ def test_runs_view_lists_filters_and_shows_partial_and_failed_runs(store, monkey
     runs_dir, ids = store
     at = open_app(runs_dir, monkeypatch)
     assert len(at.dataframe[0].value) == 8
+    assert at.dataframe[0].value["created (UTC)"].dtype.kind == "M"  # a date, sorted as one
     at.multiselect(key="f_status").set_value(["partial", "failed"]).run()
     assert sorted(at.dataframe[0].value["status"]) == ["failed", "partial"]
     at.selectbox(key="inspect_run").set_value(ids["eval_failed"]).run()
