@@ -321,6 +321,8 @@ def view_golden(runs_dir: Path, runs: pd.DataFrame) -> None:
     if items.empty:
         st.info("This eval run has no golden-set items (only multiple-choice or perplexity tasks).")
         return
+    if not items["prompt"].astype(bool).any():
+        st.caption("This run stored no prompts or checks with its items: outputs and results are shown.")
     counts = items["result"].value_counts()
     st.text(" · ".join(f"{r} {counts.get(r, 0)}" for r in RESULTS[1:]) + f" · of {len(items)} items")
     c1, c2, c3 = st.columns([2, 1, 2])
