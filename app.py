@@ -153,8 +153,8 @@ def view_runs(runs_dir: Path, runs: pd.DataFrame) -> None:
     tasks = run.aggregates.get("tasks") or {}
     if tasks:
         st.dataframe(pd.DataFrame([{"task": k, "metric": t.get("metric"), "value": t.get("value"), "n": t.get("n"),
-                                    "failure": t.get("failure_reason") or ""} for k, t in tasks.items()]), hide_index=True,
-                     column_config={"value": st.column_config.NumberColumn(format="%.4f")})
+                                    "failure": t.get("failure_reason") or ""} for k, t in tasks.items()]),
+                     hide_index=True, column_config={"value": st.column_config.NumberColumn(format="%.4f")})
     if run.kind == "eval" and any("output" in it for it in run.items):
         st.button(md_escape(f"Golden items of {run.run_id}"), key=f"golden_{run.run_id}", on_click=_open_view,
                   args=("Golden items", "golden_run", run.run_id))
@@ -368,8 +368,9 @@ def view_training(runs_dir: Path, runs: pd.DataFrame) -> None:
         st.dataframe(pd.DataFrame([{"folder": name, "method": m.get("method"), "steps": m.get("steps"),
                                     "best validation loss": m.get("best_validation_loss"),
                                     "stopped early": m.get("stopped_early")} for name, m in manifests.items()]),
-                     hide_index=True, column_config={"best validation loss": st.column_config.NumberColumn(format="%.4f"),
-                                                     "folder": st.column_config.TextColumn(width="large")})
+                     hide_index=True,
+                     column_config={"best validation loss": st.column_config.NumberColumn(format="%.4f"),
+                                    "folder": st.column_config.TextColumn(width="large")})
     st.subheader("Checkpoint trends")
     run_id = pick_run(runs, "compare", "trend_run", "Compare run")
     run = get_run(runs_dir, run_id) if run_id else None

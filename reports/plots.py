@@ -60,7 +60,8 @@ def trend_chart(trend: pd.DataFrame, *, scale: float = 100.0, y_title: str = "di
     data = trend.assign(d=trend["diff"] * scale, l=trend["lo"] * scale, h=trend["hi"] * scale)[
         ["line", "candidate", "task", "step", "d", "l", "h"]]
     steps = sorted(int(s) for s in data["step"].unique())
-    x = alt.X("step:Q", title="training step", scale=alt.Scale(domain=[steps[0], steps[-1]] if len(steps) > 1 else None),
+    x = alt.X("step:Q", title="training step",
+              scale=alt.Scale(domain=[steps[0], steps[-1]] if len(steps) > 1 else alt.Undefined),
               axis=alt.Axis(format="d", tickMinStep=1, values=steps if len(steps) <= 12 else alt.Undefined))
     y_scale = alt.Scale(domain=_domain(data["l"], data["h"], data["d"]), nice=True)
     base = alt.Chart(data).encode(x=x, color=alt.Color("line:N", title="task", legend=alt.Legend(**LEGEND)))

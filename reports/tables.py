@@ -122,7 +122,8 @@ def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
 
 def group_frame(results: pd.DataFrame, scope: str) -> pd.DataFrame:
     """Subject- or category-level accuracy as numbers, most negative difference first (points)."""
-    rows = results[(results["scope"] == scope) & ~results["metric"].map(is_perplexity)].sort_values("diff", kind="stable")
+    rows = results[(results["scope"] == scope) & ~results["metric"].map(is_perplexity)]
+    rows = rows.sort_values("diff", kind="stable")
     return pd.DataFrame({
         "candidate": rows["candidate"], "task": rows["task"], scope: rows["group"],
         "difference (pt)": rows["diff"] * 100, "low (pt)": rows["lo"] * 100, "high (pt)": rows["hi"] * 100,
@@ -236,7 +237,8 @@ def perplexity_table(results: pd.DataFrame) -> pd.DataFrame:
         "candidate": rows["candidate"], "task": rows["task"], "scope": rows["scope"], "group": rows["group"].fillna(""),
         "baseline ppl": rows["baseline"].map(lambda x: fmt_num(x, 2)),
         "candidate ppl": rows["candidate_value"].map(lambda x: fmt_num(x, 2)),
-        "Δ logppl [interval]": [fmt_interval(d, lo, hi, digits=4) for d, lo, hi in zip(rows["diff"], rows["lo"], rows["hi"])],
+        "Δ logppl [interval]": [fmt_interval(d, lo, hi, digits=4)
+                                for d, lo, hi in zip(rows["diff"], rows["lo"], rows["hi"])],
         # exp(Δ log-ppl) − 1 is the relative change in perplexity; lower is better.
         "change": rows["diff"].map(lambda d: f"{math.expm1(d):+.1%}" if _ok(d) else DASH),
         "margin": [f"{m:.4f} logppl ({math.expm1(m):.1%} ppl)" if _ok(m) else DASH for m in rows["margin"]],

@@ -65,7 +65,8 @@ def test_runs_view_lists_filters_and_shows_partial_and_failed_runs(store, monkey
     assert at.dataframe[0].value["run"].tolist() == [ids["eval_failed"]]
 
 
-def test_compare_view_shows_summary_forgetting_perplexity_win_rates_and_no_trend_without_checkpoints(store, monkeypatch):
+def test_compare_view_shows_summary_forgetting_perplexity_win_rates_and_no_trend_without_checkpoints(store,
+                                                                                                     monkeypatch):
     runs_dir, ids = store
     at = open_app(runs_dir, monkeypatch, view="Compare")
     assert at.selectbox(key="compare_run").value == ids["compare"]
@@ -162,7 +163,8 @@ def test_checkpoint_trend_is_a_line_per_task_with_interval_bands_and_integer_ste
         marks = {layer["mark"]["type"]: layer["encoding"] for layer in spec["layer"]}
         assert {"line", "area"} <= set(marks)
         assert marks["area"]["y2"]["field"] == "h" and marks["line"]["color"]["field"] == "line"
-        assert marks["line"]["x"]["axis"]["format"] == "d" and marks["line"]["x"]["axis"]["values"] == [100, 200, 300, 400]
+        axis = marks["line"]["x"]["axis"]
+        assert axis["format"] == "d" and axis["values"] == [100, 200, 300, 400]
         assert marks["area"]["y"]["axis"]["format"] in ("+.1f", "+.3f")
         assert marks["line"]["color"]["legend"]["labelLimit"] == 0  # names in full
         rows = _rows(chart)

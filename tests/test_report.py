@@ -195,7 +195,8 @@ def test_golden_items_carry_prompt_output_checks_and_result(store):
 def test_stepped_trend_joins_each_training_runs_checkpoints_into_one_line():
     def row(cand, step, task="mmlu"):
         return {"candidate": cand, "step": step, "task": task, "metric": "acc", "diff": {"value": 0.0}}
-    plain = data.trend_frame(Run(kind="compare", manifest={}, aggregates={"trend": [row("m+a", None), row("m+b", None)]}))
+    plain = data.trend_frame(Run(kind="compare", manifest={},
+                                 aggregates={"trend": [row("m+a", None), row("m+b", None)]}))
     assert data.stepped_trend(plain).empty  # no checkpoints: nothing to draw
     one = data.stepped_trend(data.trend_frame(Run(kind="compare", manifest={}, aggregates={"trend": [
         row("m+out/checkpoint-200", 200), row("m+out/checkpoint-100", 100), row("m+out/checkpoint-100", 100, "ppl")]})))
