@@ -63,7 +63,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise
         answering = backends[resolved.ref.raw]
         log_text = answering.server_log() if isinstance(answering, HasServerLog) else None
-        run_ = run_.amended(manifest={"canary": canary[resolved.ref.raw], **_named(run_, given.name)}, aggregates={"unverified": unverified(canary)},
+        run_ = run_.amended(manifest={"canary": canary[resolved.ref.raw], **_named(run_, given.name)},
+                            aggregates={"unverified": unverified(canary)},
                             extra_files={"vllm-server.log": log_text} if log_text else None)
     folder = store.write_run(settings.runs_dir, run_)
     print(f"{'task':24s} {'metric':18s} {'value':>9s} {'n':>6s} {'unscored':>8s}")

@@ -255,7 +255,8 @@ def compare_markdown(run: Run, limit: int = COMMENT_LIMIT) -> str:
     m, agg = run.manifest, run.aggregates
     summary = agg.get("summary") or {}
     base = m.get("baseline") or {}
-    models = [f"- baseline **{md_escape(base.get('name') or base.get('ref', '?'))}**: {md_escape(base.get('ref', '?'))}"]
+    base_ref = str(base.get("ref", "?"))
+    models = [f"- baseline **{md_escape(base.get('name') or base_ref)}**: {md_escape(base_ref)}"]
     models += [f"- candidate **{md_escape(n)}**: {md_escape(r)}" for n, r in model_names(m).items()]
     note = (f"Verdict: {str(summary.get('verdict', '?')).upper()} ({summary.get('n_failures', '?')} failing "
             f"checks). Run status: {run.status}. Differences are candidate − baseline: accuracy in points (pt), "

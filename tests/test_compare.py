@@ -127,7 +127,8 @@ def _checkpoints(tiny_model_dir, root):
     """A finetune folder as `train.keep_checkpoints=true` leaves it: checkpoints/checkpoint-N adapters."""
     for k, step in enumerate((20, 40)):
         ckpt = make_lora(tiny_model_dir, root / "checkpoints" / f"checkpoint-{step}", seed=10 + k, scale=1e-2 * (k + 1))
-        (ckpt / "harness_manifest.json").write_text(json.dumps({"kind": "adapter", "base": {"ref": str(tiny_model_dir)}}))
+        manifest = {"kind": "adapter", "base": {"ref": str(tiny_model_dir)}}
+        (ckpt / "harness_manifest.json").write_text(json.dumps(manifest))
     return root
 
 
@@ -160,7 +161,8 @@ def test_names_tell_adapters_apart_and_checkpoints_form_a_trend(tiny_model_dir, 
     run = load_run(tmp_path / "runs", run_id)
     assert set(data.compare_results(run)["candidate"]) == {"lora-alpha", "lora-beta"}
     assert [(c["name"], c["ref"]) for c in run.manifest["candidates"]] == list(zip(["lora-alpha", "lora-beta"], refs))
-    assert run.manifest["baseline"]["name"] == "base" and run.manifest["candidates"][0]["identity"].count("sha256:") == 2
+    assert run.manifest["baseline"]["name"] == "base"
+    assert run.manifest["candidates"][0]["identity"].count("sha256:") == 2  # base and adapter content
     md = compare_markdown(run)
     assert "**lora-alpha**" in md and "**lora-beta**" in md and "| lora-alpha | perplexity:texts |" in md
 
