@@ -198,7 +198,7 @@ def _model_lines(manifest: dict[str, Any]) -> list[str]:
         line = f"{role} {str(name):{width}s}"
         # A name equal to its reference is printed once; a reference too long for the line gets its own.
         if ref != name:
-            line = f"{line}  {ref}" if len(line) + 2 + len(ref) <= WIDTH else f"{line}\n{'':10s}  {ref}"
+            line = f"{line}  {ref}" if len(line) + 2 + len(ref) <= WIDTH else f"{line.rstrip()}\n{'':12s}{ref}"
         lines.append(line.rstrip())
     return lines
 
@@ -284,7 +284,7 @@ def compare_text(compare: Run) -> str:
         n = sum(len(v) for v in by_subject.values())
         if n:
             worst = sorted(by_subject.items(), key=lambda kv: -len(kv[1]))[:5]
-            lines.append(f"\n{cand}: {n} items flipped right -> wrong; most in: "
+            lines.append(f"\n{cand}: {n} items flipped right -> wrong; most in:\n  "
                          + ", ".join(f"{s} ({len(v)})" for s, v in worst))
     for e in agg.get("task_errors", []):
         lines.append(f"\nnot scored: {e}")
