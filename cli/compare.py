@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model reference (repeatable), shown as NAME (default: the adapter or checkpoint folder's "
                         "name, else the reference); checkpoints named checkpoint-N form a trend")
     p.add_argument("--checkpoints", action="append", default=[], metavar="FINETUNE_DIR",
-                   help="add every checkpoint a finetune kept (train.keep_checkpoints) as a candidate, in step "
-                        "order: the forgetting curve")
+                   help="add every checkpoint a finetune kept (train.keep_checkpoints) as a candidate named step-N, "
+                        "in step order: the forgetting curve")
     p.add_argument("--suite", required=True, help="suite name (suites/*.yaml) or path")
     p.add_argument("--golden", help="golden set (JSONL or a named set) for judge win rates")
     p.add_argument("--judge", help="judge model reference (default: the local SmolLM2)")
