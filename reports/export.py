@@ -65,7 +65,7 @@ def compare_sections(run: Run, judge_runs: Sequence[Run] = ()) -> list[Section]:
                            "(or a judge run)")
     m, agg = run.manifest, run.aggregates
     summary = agg.get("summary") or {}
-    cands = ", ".join(c.get("ref", "?") for c in m.get("candidates") or [] if isinstance(c, dict))
+    cands = ", ".join(f"{n} ({r})" if n != r else r for n, r in model_names(m).items())
     note = (f"Baseline: {(m.get('baseline') or {}).get('ref', '?')}. Candidates: {cands or '?'}. "
             f"Verdict: {summary.get('verdict', '?')} ({summary.get('n_failures', '?')} failing checks). "
             f"Run status: {run.status}. Differences are candidate − baseline: accuracy in points, "
