@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from cli import serving as cli_serving
 from cli.compare_run import checkpoint_candidates, run_compare, write_compare
 from harness import store
 from harness.compare import CompareConfig
 from harness.errors import HarnessError, Interrupted
+from harness.models.names import named, unique_names
 from harness.settings import Settings
 from reports.export import compare_markdown
 from reports.text import compare_text
@@ -18,12 +20,14 @@ HELP = "compare candidates against a baseline on a suite; exit 1 when a candidat
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--baseline", required=True, help="model reference scored once and shared by all candidates")
-    p.add_argument("--candidate", action="append", default=[], dest="candidates",
-                   help="model reference (repeatable); checkpoints named checkpoint-N form a trend")
+    p.add_argument("--baseline", required=True, metavar="[NAME=]REF",
+                   help="model reference scored once and shared by all candidates; NAME= names it in tables")
+    p.add_argument("--candidate", action="append", default=[], dest="candidates", metavar="[NAME=]REF",
+                   help="model reference (repeatable), shown as NAME (default: the adapter or checkpoint folder's "
+                        "name, else the reference); checkpoints named checkpoint-N form a trend")
     p.add_argument("--checkpoints", action="append", default=[], metavar="FINETUNE_DIR",
-                   help="add every checkpoint a finetune kept (train.keep_checkpoints) as a candidate, in step "
-                        "order: the forgetting curve")
+                   help="add every checkpoint a finetune kept (train.keep_checkpoints) as a candidate named step-N, "
+                        "in step order: the forgetting curve")
     p.add_argument("--suite", required=True, help="suite name (suites/*.yaml) or path")
     p.add_argument("--golden", help="golden set (JSONL or a named set) for judge win rates")
     p.add_argument("--judge", help="judge model reference (default: the local SmolLM2)")
@@ -43,8 +47,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
     store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
-    candidates = [*args.candidates, *(c for d in args.checkpoints for c in checkpoint_candidates(d))]
-    cfg = CompareConfig(baseline=args.baseline, candidates=tuple(candidates), suite=args.suite,
+    baseline = named(args.baseline)
+    # Checkpoints are named by their step; from two finetune folders, by folder and step.
+    several = len(args.checkpoints) > 1
+    candidates = unique_names([*(named(c) for c in args.candidates),
+                               *(c for d in args.checkpoints
+                                 for c in checkpoint_candidates(d, f"{Path(d).resolve().name}/" if several else ""))])
+    cfg = CompareConfig(baseline=baseline.ref, baseline_name=baseline.name, candidates=tuple(c.ref for c in candidates),
+                        names=tuple(c.name for c in candidates), suite=args.suite,
                         golden=args.golden, judge=args.judge, backend=args.backend, limit=args.limit,
                         confidence=args.confidence, seed=args.seed, check_canary=not args.no_canary,
                         backend_opts=cli_serving.backend_options(args, args.backend))

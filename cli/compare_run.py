@@ -24,6 +24,7 @@ from harness.backends.factory import open_models
 from harness.compare import CompareConfig, checkpoint_step, compare_eval_runs, overall_verdict, trend_of
 from harness.errors import HarnessError, Interrupted
 from harness.evaluate import check_suite_tasks, evaluate_suite
+from harness.models.names import NamedRef, default_name, step_name, unique_names
 from harness.models.resolve import MANIFEST, resolve
 from harness.settings import Settings
 from harness.store import Run
@@ -40,6 +41,7 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     if not cfg.candidates:
         raise HarnessError("compare needs at least one --candidate (or --checkpoints FINETUNE_DIR)")
     suite = load_suite(cfg.suite, settings=settings)
+    names = candidate_names(cfg)
     baseline = resolve(settings, cfg.baseline)
     candidates = [resolve(settings, c) for c in cfg.candidates]
     rng = np.random.default_rng(cfg.seed)
@@ -60,15 +62,15 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
         try:
             base_run = evaluate_suite(settings, backends[baseline.ref.raw], suite, limit=cfg.limit, task_manager=tm)
             sources.append(base_run)
-            for cand in candidates:
+            for cand, name in zip(candidates, names):
                 cand_run = evaluate_suite(settings, backends[cand.ref.raw], suite, limit=cfg.limit, task_manager=tm)
                 sources.append(cand_run)
-                r, it, fl = compare_eval_runs(base_run, cand_run, candidate_label=cand.ref.raw, margins=margins,
+                r, it, fl = compare_eval_runs(base_run, cand_run, candidate_label=name, margins=margins,
                                               rng=rng, confidence=cfg.confidence, n_resamples=cfg.n_resamples)
                 results += r
                 items += it
-                flips[cand.ref.raw] = fl
-            win_rates = _judge_all(settings, cfg, sources, backends) if cfg.golden else []
+                flips[name] = fl
+            win_rates = _judge_all(settings, cfg, names, sources, backends) if cfg.golden else []
         except KeyboardInterrupt as e:
             # Ctrl-C: the eval runs finished so far, and the one interrupted, go back to be stored.
             raise Interrupted([*sources, *getattr(e, "runs", [])]) from None
@@ -93,11 +95,17 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
                     **{f"{w['candidate']} win_rate_status": w["status"] for w in win_rates}},
         "results": results, "win_rates": win_rates, "flips": flips, "failures": failures, "task_errors": task_errors,
         "unverified": not_verified,
-        "trend": trend_of(results, list(cfg.candidates)) if len(candidates) > 1 else [],
+        "trend": trend_of(results, names, {n: checkpoint_step(c) if checkpoint_step(c) is not None
+                                           else checkpoint_step(n) for n, c in zip(names, cfg.candidates)})
+        if len(candidates) > 1 else [],
     }
+    base_name = cfg.baseline_name or default_name(cfg.baseline)
+    # Names are for display; the references and hashes that say what was tested stay here, beside them.
     manifest = {
-        "models": [baseline.describe(), *[c.describe() for c in candidates]],
-        "baseline": baseline.describe(), "candidates": [c.describe() for c in candidates],
+        "models": [{"name": base_name, **baseline.describe()},
+                   *[{"name": n, **c.describe()} for n, c in zip(names, candidates)]],
+        "baseline": {"name": base_name, **baseline.describe(), "identity": baseline.identity},
+        "candidates": [{"name": n, **c.describe(), "identity": c.identity} for n, c in zip(names, candidates)],
         "suite": suite.describe(), "golden": cfg.golden, "confidence": cfg.confidence,
         "seeds": {"bootstrap": cfg.seed, "sampling": suite.seed}, "backend": cfg.backend, "backend_notices": notices,
         "runtime": runtimes, "limit": cfg.limit,
@@ -110,8 +118,16 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
                status=status), sources
 
 
-def checkpoint_candidates(finetune_dir: str | Path) -> list[str]:
-    """Model references for the checkpoints a finetune kept (FINETUNE_DIR/checkpoints/checkpoint-N), by step."""
+def candidate_names(cfg: CompareConfig) -> list[str]:
+    """One display name per candidate (cfg.names, else the default), checked for duplicates before any load."""
+    if cfg.names and len(cfg.names) != len(cfg.candidates):
+        raise HarnessError(f"{len(cfg.names)} names for {len(cfg.candidates)} candidates")
+    given = cfg.names or tuple(default_name(c) for c in cfg.candidates)
+    return [m.name for m in unique_names(NamedRef(n, c) for n, c in zip(given, cfg.candidates))]
+
+
+def checkpoint_candidates(finetune_dir: str | Path, prefix: str = "") -> list[NamedRef]:
+    """The checkpoints a finetune kept (FINETUNE_DIR/checkpoints/checkpoint-N), by step, named `PREFIXstep-N`."""
     root = Path(finetune_dir) / "checkpoints"
     found = sorted(root.glob("checkpoint-*"), key=lambda p: checkpoint_step(p.name) or 0)
     if not found:
@@ -124,7 +140,8 @@ def checkpoint_candidates(finetune_dir: str | Path) -> list[str]:
             base_ref = manifest["base"]["ref"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise HarnessError(f"{ckpt / MANIFEST}: not a checkpoint manifest with base.ref ({e})") from e
-        refs.append(f"{base_ref}+{ckpt}" if manifest.get("kind") == "adapter" else str(ckpt))
+        ref = f"{base_ref}+{ckpt}" if manifest.get("kind") == "adapter" else str(ckpt)
+        refs.append(NamedRef(f"{prefix}{step_name(ckpt.name) or ckpt.name}", ref))
     return refs
 
 
@@ -135,11 +152,12 @@ def _server_log(backends: dict[str, Backend]) -> str | None:
     return None
 
 
-def _judge_all(settings: Settings, cfg: CompareConfig, sources: list[Run], backends: dict[str, Backend]) -> list[dict]:
+def _judge_all(settings: Settings, cfg: CompareConfig, names: list[str], sources: list[Run],
+               backends: dict[str, Backend]) -> list[dict]:
     out = []
     # --limit caps the golden prompts too: a quick look is quick in every part of the run.
     golden_limit = cfg.golden_limit if cfg.golden_limit is not None else cfg.limit
-    for cand in cfg.candidates:
+    for cand, name in zip(cfg.candidates, names):
         jc = JudgeRunConfig(golden=cfg.golden or "", candidate=cand, baseline=cfg.baseline,
                             backend=cfg.backend, seed=cfg.seed, confidence=cfg.confidence, limit=golden_limit,
                             check_canary=cfg.check_canary,
@@ -147,7 +165,7 @@ def _judge_all(settings: Settings, cfg: CompareConfig, sources: list[Run], backe
         run = run_judge(settings, jc, backends)
         sources.append(run)
         # Win rates are reported beside the gate, never gated: an undetermined one says why (judges.trust).
-        out.append(WinRateEntry.from_judge(cand, jc.judge, run.aggregates).to_json())
+        out.append(WinRateEntry.from_judge(name, jc.judge, run.aggregates).to_json())
     return out
 
 

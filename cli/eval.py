@@ -11,15 +11,19 @@ from harness.backends.canary import canary_refs, unverified, verify_adapters
 from harness.backends.factory import open_models
 from harness.errors import HarnessError, Interrupted
 from harness.evaluate import check_suite_tasks, evaluate_suite
+from harness.models.names import named
 from harness.models.resolve import resolve
 from harness.settings import Settings
+from harness.store import Run
 from harness.suites.spec import load_suite
 
 HELP = "evaluate a model on a suite (forgetting, perplexity, golden sets) and store the run"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model reference: alias, checkpoint dir, BASE+ADAPTER, openai:MODEL@URL")
+    p.add_argument("--model", required=True, metavar="[NAME=]REF",
+                   help="model reference: alias, checkpoint dir, BASE+ADAPTER, openai:MODEL@URL; NAME= names it "
+                        "(default: the adapter or checkpoint folder's name, else the reference)")
     p.add_argument("--suite", required=True, help="a shipped suite name (forgetting, forgetting-quick, perplexity, "
                                                   "golden-smoke, golden-self-instruct) or a path to a suite YAML")
     cli_serving.add_backend_argument(p, "local models")
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     tm = check_suite_tasks(settings, suite)  # a misspelt task name costs no model load or canary
     opts = cli_serving.with_suite_serving(cli_serving.backend_options(args, args.backend), suite, args.backend)
     t0 = time.time()
-    resolved = resolve(settings, args.model)
+    given = named(args.model)
+    resolved = resolve(settings, given.ref)
     with open_models(settings, [resolved, *canary_refs([resolved], enabled=not args.no_canary)], args.backend,
                      opts) as backends:
         # Before any task: a refused adapter scores nothing, and a passing record skips the probes.
@@ -52,13 +57,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             run_ = evaluate_suite(settings, backends[resolved.ref.raw], suite, limit=args.limit,
                                   use_fast_scorer=not args.no_fast_scorer, task_manager=tm)
         except Interrupted as e:
-            e.runs = [r.amended(manifest={"canary": canary[resolved.ref.raw]},
+            e.runs = [r.amended(manifest={"canary": canary[resolved.ref.raw], **_named(r, given.name)},
                                 aggregates={"unverified": unverified(canary)}) for r in e.runs]
             e.note = store.write_partial_runs(settings.runs_dir, e.runs)
             raise
         answering = backends[resolved.ref.raw]
         log_text = answering.server_log() if isinstance(answering, HasServerLog) else None
-        run_ = run_.amended(manifest={"canary": canary[resolved.ref.raw]}, aggregates={"unverified": unverified(canary)},
+        run_ = run_.amended(manifest={"canary": canary[resolved.ref.raw], **_named(run_, given.name)},
+                            aggregates={"unverified": unverified(canary)},
                             extra_files={"vllm-server.log": log_text} if log_text else None)
     folder = store.write_run(settings.runs_dir, run_)
     print(f"{'task':24s} {'metric':18s} {'value':>9s} {'n':>6s} {'unscored':>8s}")
@@ -75,3 +81,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"unverified: {note}")
     print(f"run {run_.run_id} ({run_.status}) written to {folder} in {time.time() - t0:.0f} s")
     return 0 if run_.status == "complete" else 2
+
+
+def _named(run_: Run, name: str) -> dict:
+    """The manifest's model entry with its display name; the reference and hashes stay as they are."""
+    return {"models": [{"name": name, **m} for m in run_.manifest.get("models") or []]}

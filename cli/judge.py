@@ -6,6 +6,7 @@ import argparse
 from cli import judge_validate as cli_validate
 from cli import serving as cli_serving
 from harness.errors import HarnessError
+from harness.models.names import named
 from harness.settings import Settings
 from harness.store import check_writable, write_run
 from judges.run import JudgeRunConfig, run_judge
@@ -19,8 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cli_validate.add_arguments(actions.add_parser("validate", help=cli_validate.HELP, description=cli_validate.HELP))
     # Required unless the action is `validate`; run() checks, as argparse cannot say "required without a subcommand".
     p.add_argument("--golden", help="(required) golden JSONL, or a named set: smoke, self_instruct, alpaca_heldout")
-    p.add_argument("--candidate", help="(required) model reference, e.g. smollm2-135m-instruct+out/lora")
-    p.add_argument("--baseline", help="(required) model reference")
+    p.add_argument("--candidate", metavar="[NAME=]REF",
+                   help="(required) model reference, e.g. smollm2-135m-instruct+out/lora; NAME= names it "
+                        "(default: the adapter folder's name, else the reference)")
+    p.add_argument("--baseline", metavar="[NAME=]REF", help="(required) model reference, optionally NAME=REF")
     p.add_argument("--judge", default="smollm2-135m-instruct",
                    help="judge model reference; openai:MODEL@URL reads the key from OPENAI_API_KEY (default %(default)s)")
     p.add_argument("--judge-config", default="pairwise",
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise HarnessError(f"harness judge needs {', '.join(missing)} (or the action: harness judge validate)")
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit must be at least 1, got {args.limit}")
-    cfg = JudgeRunConfig(golden=args.golden, candidate=args.candidate, baseline=args.baseline, judge=args.judge,
+    cand, base = named(args.candidate), named(args.baseline)
+    cfg = JudgeRunConfig(golden=args.golden, candidate=cand.ref, baseline=base.ref, judge=args.judge,
                          judge_config=args.judge_config, backend=args.backend, limit=args.limit,
                          max_new_tokens=args.max_new_tokens, grade=args.grade, human_labels=args.human_labels,
                          use_injection_probe=not args.no_injection_probe, use_embeddings=not args.no_embeddings,
@@ -58,8 +62,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                          backend_opts=cli_serving.backend_options(args, args.backend))
     check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     result = run_judge(settings, cfg)
+    names = {"candidate": cand.name, "baseline": base.name}
+    # Names for display beside each role's reference and hashes, which stay as run_judge wrote them.
+    result = result.amended(manifest={"models": [{**({"name": names[m["role"]]} if m.get("role") in names else {}),
+                                                  **m} for m in result.manifest.get("models") or []]})
     folder = write_run(settings.runs_dir, result)
-    print(judge_text(result.aggregates, cfg))
+    print(judge_text(result.aggregates, cfg, names=(cand.name, base.name)))
     for note in result.aggregates["unverified"]:
         print(f"unverified: {note}")
     print(f"run {result.run_id} stored in {folder}")

@@ -1,6 +1,6 @@
 """`harness report`: open the Streamlit report, or export a comparison as a static file.
 
-    harness report [--port 8501] [--address 127.0.0.1]        # streamlit run app.py on the run index
+    harness report [--port 8501] [--address 127.0.0.1]        # streamlit run app.py on the run index, headless
     harness report export RUN_ID --format markdown|html --out FILE
 
 The report reads HARNESS_RUNS_DIR (settings.runs_dir) and never writes to it.
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import webbrowser
 from pathlib import Path
 
 from harness import atomic, store
@@ -27,7 +29,8 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     p.add_argument("--address", default="127.0.0.1", help="address to bind (default loopback only)")
-    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument("--headless", action="store_true",
+                   help="do not open a browser (none is opened without a display either); the URL is printed")
     sub = p.add_subparsers(dest="report_command", metavar="ACTION")
     ex = sub.add_parser("export", help="write a compare (or judge) run as a static Markdown or HTML file")
     ex.add_argument("run_id")
@@ -57,15 +60,57 @@ def export(settings: Settings, run_id: str, fmt: str, out: Path) -> int:
     return 0
 
 
+def streamlit_argv(*, port: int, address: str) -> list[str]:
+    """`streamlit run app.py`, never prompting: headless (no onboarding e-mail prompt, no browser of its own)
+    and with usage statistics off; `launch` opens the browser itself when there is a display."""
+    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", address, "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+def has_display() -> bool:
+    """Whether a browser can be shown here: macOS and Windows always, elsewhere an X11 or Wayland display."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def launch(settings: Settings, *, port: int, address: str, is_headless: bool) -> int:
-    """Run `streamlit run app.py` in the foreground until interrupted; returns its exit code (2 if it fails to start)."""
+    """Serve the report until interrupted; returns streamlit's exit code (0 when stopped by a signal).
+
+    Works without a terminal (nohup, a script, CI): stdin is not read, the child gets /dev/null. On
+    SIGTERM or SIGINT the streamlit child is stopped and waited for, so its port is free when this exits.
+    """
     if not APP.is_file():
         raise HarnessError(f"{APP} not found; `harness report` needs the repository checkout (app.py at its root)")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", address, "--server.port", str(port),
-           "--server.headless", "true" if is_headless else "false", "--browser.gatherUsageStats", "false"]
     env = {**os.environ, "HARNESS_RUNS_DIR": str(Path(settings.runs_dir).resolve())}
-    print(f"report on http://{address}:{port} for {env['HARNESS_RUNS_DIR']} (Ctrl-C stops it)")
+    url = f"http://{'localhost' if address in ('0.0.0.0', '::') else address}:{port}"
     try:
-        return subprocess.call(cmd, env=env)
+        child = subprocess.Popen(streamlit_argv(port=port, address=address), env=env, stdin=subprocess.DEVNULL)
     except OSError as e:
         raise HarnessError(f"could not start streamlit: {e}") from e
+    print(f"report on {url} for {env['HARNESS_RUNS_DIR']} (Ctrl-C stops it)", flush=True)
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        if child.poll() is None:
+            child.terminate()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if not is_headless and has_display():
+            webbrowser.open(url)
+        while True:
+            try:
+                code = child.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if stopping else code

@@ -5,7 +5,9 @@ import argparse
 import json
 
 from harness import store
+from harness.errors import HarnessError
 from harness.settings import Settings
+from reports.text import run_summary_text
 
 HELP = "list and inspect stored runs"
 
@@ -17,8 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--model", help="substring of a model reference")
     ls.add_argument("--suite")
     ls.add_argument("--status", choices=["complete", "partial", "failed"])
-    show = sub.add_parser("show", help="a run's manifest and aggregates")
+    show = sub.add_parser("show", help="a run's summary: models, suite, status, results, cache, canary")
     show.add_argument("run_id")
+    show.add_argument("--json", action="store_true", help="the raw record: manifest and aggregates as JSON")
     sub.add_parser("reindex", help="rebuild runs/index.sqlite from the run folders")
 
 
@@ -41,6 +44,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"indexed {store.reindex(settings.runs_dir)} runs")
         return 0
     run_ = store.load_run(settings.runs_dir, args.run_id)
-    print(json.dumps({"manifest": run_.manifest, "aggregates": run_.aggregates, "n_items": len(run_.items)},
-                     indent=2, default=str))
+    if args.json:
+        print(json.dumps({"manifest": run_.manifest, "aggregates": run_.aggregates, "n_items": len(run_.items)},
+                         indent=2, default=str))
+        return 0
+    print(run_summary_text(run_, _sources(settings, run_)))
     return 0
+
+
+def _sources(settings: Settings, run_: store.Run) -> list[store.Run]:
+    """The runs a compare run names in `source_runs` that are still in this store (for their cache counts)."""
+    out = []
+    for run_id in dict.fromkeys((run_.manifest.get("source_runs") or {}).values()):
+        try:
+            out.append(store.load_run(settings.runs_dir, str(run_id)))
+        except HarnessError:
+            continue  # removed or kept in another store: the summary says "not recorded" for it
+    return out

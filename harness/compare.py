@@ -32,8 +32,10 @@ from harness.store import Run
 @dataclass(frozen=True)
 class CompareConfig:
     baseline: str
-    candidates: tuple[str, ...]
+    candidates: tuple[str, ...]  # model references
     suite: str
+    names: tuple[str, ...] = ()  # display names, one per candidate (default: harness.models.names.default_name)
+    baseline_name: str | None = None
     golden: str | None = None
     golden_limit: int | None = None  # first N golden items
     judge: str | None = None  # default: the judges' default (local SmolLM2)
@@ -178,9 +180,13 @@ def checkpoint_step(ref: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def trend_of(results: Sequence[dict], candidates: Sequence[str]) -> list[dict]:
-    """Task-level differences per checkpoint, in step order: the forgetting curve."""
-    steps = {c: checkpoint_step(c) for c in candidates}
+def trend_of(results: Sequence[dict], candidates: Sequence[str],
+             steps: dict[str, int | None] | None = None) -> list[dict]:
+    """Task-level differences per checkpoint, in step order: the forgetting curve.
+
+    `candidates` are the names results carry; `steps` maps each to its training step (default: the step a
+    name spells, 'step-40' or '.../checkpoint-40')."""
+    steps = {c: (steps or {}).get(c, checkpoint_step(c)) for c in candidates}
     rows = [{"candidate": r["candidate"], "step": steps[r["candidate"]], "task": r["task"], "metric": r["metric"],
              "diff": r["diff"]} for r in results if r["scope"] == "task" and r["candidate"] in steps]
     return sorted(rows, key=lambda r: (r["task"], r["step"] if r["step"] is not None else -1))

@@ -33,3 +33,21 @@ def test_runs_list_on_an_empty_store(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
     assert main(["runs", "list"]) == 0
     assert "no runs under" in capsys.readouterr().out
+
+
+def test_models_show_counts_only_adapter_files_in_the_adapter_size(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import json
+
+    from cli.main import main
+    from tests.helpers import make_lora
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    adapter = make_lora(tiny_model_dir, tmp_path / "lora", seed=1, scale=1e-2)
+    (adapter / "tokenizer.json").write_bytes(b"x" * 3_000_000)  # a tokenizer saved beside the adapter
+    expected = sum(p.stat().st_size for p in adapter.glob("adapter_*"))
+    assert main(["models", "show", "--json", f"mine={tiny_model_dir}+{adapter}"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["adapter_size_bytes"] == expected < 3_000_000 and info["name"] == "mine"
+    assert main(["models", "show", f"{tiny_model_dir}+{adapter}"]) == 0
+    out = capsys.readouterr().out
+    assert f"adapter size {expected / 2**20:.1f} MiB ({expected} bytes)" in out and "name    lora" in out

@@ -110,8 +110,13 @@ def test_cli_eval_writes_run_and_reports_suite_errors(settings, tiny_model_dir: 
         raise AssertionError("a fully cached rerun loaded model weights")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
-    assert cli.main(["eval", "--model", str(tiny_model_dir), "--suite", str(small), "--dtype", "float32"]) == 0
+    assert cli.main(["eval", "--model", f"tiny={tiny_model_dir}", "--suite", str(small), "--dtype", "float32"]) == 0
     capsys.readouterr()
+    named = [json.loads((p / "manifest.json").read_text()) for p in settings.runs_dir.iterdir() if p.is_dir()]
+    # NAME=REF names the model; the reference it stands for is kept as given, the cache keys on content.
+    names = [m["models"][0].get("name") for m in sorted(named, key=lambda m: m["created_utc"])]
+    assert names == [tiny_model_dir.name, "tiny"]
+    assert {m["models"][0]["ref"] for m in named} == {str(tiny_model_dir)}
 
     bad = suite_file.with_name("bad.yaml")
     bad.write_text("name: b\nversion: 1\ntasks:\n  - lm_eval: hellaswag_local\n    metric: acc_nrom\n")

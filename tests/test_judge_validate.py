@@ -196,10 +196,12 @@ def test_first_position_judge_win_rate_is_undetermined_with_reason_and_exit_0(cl
     from cli.main import main
     from harness.store import list_runs, load_run
 
-    argv = ["judge", "--golden", str(cli_env["golden"]), "--candidate", cli_env["candidate"], "--baseline",
+    argv = ["judge", "--golden", str(cli_env["golden"]), "--candidate", f"tuned={cli_env['candidate']}", "--baseline",
             cli_env["baseline"], "--judge", always_first_judge, "--backend", "hf", "--max-new-tokens", "6"]
     assert main(argv) == 0
     out = capsys.readouterr().out
+    # NAME=REF names the candidate; the baseline's default name is its folder's
+    assert out.splitlines()[0].endswith(f": tuned vs {cli_env['baseline'].rstrip('/').rsplit('/', 1)[-1]}")
     assert "=> discrete win rate is UNDETERMINED" in out and "position consistency 0% is below 50%" in out
     assert "50.0%  (no interval: zero-width interval" in out and "[50.0%, 50.0%]" not in out
     assert "flip rate is UNDETERMINED" in out and "calibrated win rate  n/a" in out
@@ -207,6 +209,8 @@ def test_first_position_judge_win_rate_is_undetermined_with_reason_and_exit_0(cl
     (row,) = list_runs(cli_env["runs"], kind="judge")
     run = load_run(cli_env["runs"], row["run_id"])
     assert row["summary"]["win_rate_status"] == "undetermined" and row["summary"]["win_rate"] == 0.5  # still stored
+    roles = {m["role"]: m for m in run.manifest["models"]}
+    assert roles["candidate"]["name"] == "tuned" and roles["candidate"]["ref"] == cli_env["candidate"]
     # Tokens per game: completion from the endpoint's usage; the prompt is not countable without its tokenizer.
     games = [g for r in run.items for g in r["games"]]
     assert all(g["n_completion_tokens"] == 6 and g["n_prompt_tokens"] is None for g in games)

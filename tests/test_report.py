@@ -134,16 +134,53 @@ def test_cli_export_writes_the_file_and_errors_exit_2(store, tmp_path, monkeypat
     assert "not found" in capsys.readouterr().err
 
 
-def test_cli_launches_streamlit_on_the_runs_dir(store, monkeypatch):
+def test_report_argv_never_prompts_and_a_browser_opens_only_with_a_display(monkeypatch):
     from cli import report as cli
 
-    seen = {}
+    argv = cli.streamlit_argv(port=8765, address="127.0.0.1")
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4].endswith("app.py")
+    pairs = dict(zip(argv[5::2], argv[6::2]))
+    assert pairs == {"--server.address": "127.0.0.1", "--server.port": "8765", "--server.headless": "true",
+                     "--browser.gatherUsageStats": "false"}
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert not cli.has_display()
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert cli.has_display()
+
+
+def test_sigterm_stops_the_report_child_and_waits_for_it(store, monkeypatch, capsys):
+    """SIGTERM to `harness report` ends its child before it returns (tests/test_report_cmd_slow.py does it
+    with streamlit and a browser; here the child is a sleeping Python so the signal path runs fast)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from cli import report as cli
+
+    children = []
+    real_popen = subprocess.Popen
+
+    def popen(cmd, **kw):
+        assert kw["stdin"] is subprocess.DEVNULL and kw["env"]["HARNESS_RUNS_DIR"] == str(store[0].resolve())
+        children.append(real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw))
+        return children[-1]
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(store[0]))
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, env: seen.update(cmd=cmd, env=env) or 0)
-    assert main(["report", "--port", "8765", "--headless"]) == 0
-    assert seen["cmd"][1:4] == ["-m", "streamlit", "run"] and seen["cmd"][4].endswith("app.py")
-    assert "8765" in seen["cmd"] and "127.0.0.1" in seen["cmd"]
-    assert seen["env"]["HARNESS_RUNS_DIR"] == str(store[0].resolve())
+    monkeypatch.setattr(cli.subprocess, "Popen", popen)
+    opened = []
+    monkeypatch.setattr(cli.webbrowser, "open", opened.append)
+    monkeypatch.setattr(cli, "has_display", lambda: False)
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    assert main(["report", "--port", "8765"]) == 0
+    timer.join()
+    assert children[0].poll() is not None  # reaped: nothing left listening
+    assert "report on http://127.0.0.1:8765" in capsys.readouterr().out and opened == []
+    assert signal.getsignal(signal.SIGTERM) is before  # pytest's own handling is back
 
 
 def _results(**extra) -> pd.DataFrame:
@@ -216,3 +253,41 @@ def test_plots_fit_the_axis_to_the_data_and_name_candidates_in_full():
     long = "a-candidate-with-a-rather-long-but-unique-name-that-must-not-be-cut"
     png = plots.interval_png(pd.concat([acc, acc.assign(candidate=long)]), label="label", title="t")
     assert png.startswith(b"\x89PNG")
+
+
+def test_judge_html_export_has_one_heading_the_grades_and_the_reference_metrics(store):
+    judge = load_run(store[0], store[1]["judge"])
+    agg = {**judge.aggregates,
+           "grades": {"candidate": {"mean": 7.25, "n_graded": 58, "n_invalid": 2},
+                      "baseline": {"mean": 6.5, "n_graded": 60, "n_invalid": 0}},
+           "metrics": {side: {"checks_passed": {"mean": 0.5, "n_scored": 10}, "exact_match": {"mean": 0.1},
+                              "rouge_l": {"mean": 0.4321}, "embedding_similarity": {"mean": 0.8771}}
+                       for side in ("candidate", "baseline")},
+           "reference_win_rate": {"metric": "rouge_l",
+                                  "rouge_l": {"win_rate": {"value": 0.6, "lo": 0.5, "hi": 0.7, "n": 60},
+                                              "epsilon": 0.01, "n_wins": 30, "n_ties": 12, "n_losses": 18}}}
+    page = export.export_run(Run(kind="judge", manifest=judge.manifest, items=judge.items, aggregates=agg,
+                          run_id=judge.run_id), "html")
+    assert page.count(judge.run_id + "</h") == 1  # the page heading, not repeated as a section heading
+    assert "7.25 over 58 (2 invalid)" in page and "6.50 over 60" in page
+    assert "0.432" in page and "0.877" in page and "+60.0 [+50.0, +70.0] %" in page and "30/12/18" in page
+
+
+def test_markdown_for_a_pull_request_stays_under_the_comment_limit():
+    """Many candidates and subjects: the comment is cut to fit, folded parts first, and says so."""
+    import numpy as np
+
+    from reports.export import COMMENT_LIMIT, compare_markdown
+    from tests.fixtures.synthetic import BASE, compare_run
+
+    cands = [(f"{BASE}+/work/checkouts/project/finetunes/2026-11/lora-{k:02d}", Path(f"c{k}")) for k in range(40)]
+    run = compare_run(np.random.default_rng(0), cands, {})
+    run = run.amended(manifest={"candidates": [{**c, "name": f"lora-{k:02d}"}
+                                               for k, c in enumerate(run.manifest["candidates"])]})
+    full = compare_markdown(run, limit=10**9)
+    assert len(full) > COMMENT_LIMIT  # the case is big enough to need cutting
+    text = compare_markdown(run)
+    assert len(text) <= COMMENT_LIMIT
+    assert text.count("<details>") == text.count("</details>") >= 3
+    assert f"rows; harness report export {run.run_id} --format html has them all" in text
+    assert "## Summary" in text and "lora-39" in text.split("## Summary")[0]  # every model named up top

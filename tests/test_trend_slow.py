@@ -33,6 +33,7 @@ def test_compare_checkpoints_gives_a_forgetting_curve(smollm2_dir, tmp_path, mon
     for task in ("arc_easy_local", "perplexity"):
         rows = [r for r in trend if r["task"].startswith(task)]
         assert [r["step"] for r in rows] == [2, 4, 6], trend
+        assert [r["candidate"] for r in rows] == ["step-2", "step-4", "step-6"]  # named by step, not path
     # Checkpoints of one run differ from each other: the curve is not one model scored three times.
     ppl = [r["diff"]["value"] for r in trend if r["task"].startswith("perplexity")]
     assert len(set(ppl)) == 3, ppl
