@@ -152,7 +152,8 @@ def _validation_text(validation: Any, mode: Any) -> str | None:
 
 def _judge_win_row(run: Run) -> WinRateEntry:
     """A judge run's win rates as the entry a compare run stores."""
-    roles = {m.get("role"): m.get("ref") for m in run.manifest.get("models") or [] if isinstance(m, dict)}
+    roles = {m.get("role"): m.get("name") or m.get("ref")  # names since #18; older runs show their reference
+             for m in run.manifest.get("models") or [] if isinstance(m, dict)}
     judge = run.aggregates.get("judge") or run.manifest.get("judge") or {}
     return WinRateEntry.from_judge(roles.get("candidate"), roles.get("judge") or judge.get("name"), run.aggregates)
 

@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 from harness.store import Run
 from reports import data, tables
 from reports.plots import interval_png
-from reports.text import diff_text, margin_text, model_names
+from reports.text import diff_text, model_names
 
 FORMATS = ("markdown", "html")
 COMMENT_LIMIT = 65_000  # characters: a GitHub pull-request comment holds 65,536
@@ -238,16 +238,6 @@ def trend_steps(run: Run) -> pd.DataFrame:
                          for step, name in order])
 
 
-def _margins_in_units(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """The summary's margin in the unit of the difference beside it, labelled ('5.0 pt', '0.049 logppl')."""
-    rows = results[results["scope"] == "task"]
-    if "margin" not in summary or len(rows) != len(summary):
-        return summary
-    cells = ["-" if m is None or m != m else f"{margin_text(m, metric)} "
-             f"{'logppl' if is_perplexity(metric) else 'pt'}" for m, metric in zip(rows["margin"], rows["metric"])]
-    return summary.assign(margin=cells)
-
-
 def compare_markdown(run: Run, limit: int = COMMENT_LIMIT) -> str:
     """A compare run as Markdown fit for a pull-request comment: the models by name, the verdict and the task
     summary open; the checkpoint trend open; forgetting by subject/category, perplexity and win rates folded in
@@ -264,7 +254,7 @@ def compare_markdown(run: Run, limit: int = COMMENT_LIMIT) -> str:
             + "".join(f" Not scored: {e}." for e in agg.get("task_errors") or [])
             + "".join(f" Unverified (the gate passes none): {u}." for u in agg.get("unverified") or []))
     results = data.compare_results(run)
-    sections = [Section("Summary", _margins_in_units(tables.summary_table(results), results), note)]
+    sections = [Section("Summary", tables.summary_table(results), note)]
     trend = trend_steps(run)
     if not trend.empty:
         sections.append(Section("Checkpoint trend", trend, "One row per checkpoint, in step order."))
