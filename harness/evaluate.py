@@ -216,8 +216,11 @@ def _run_golden(settings: Settings, suite: Suite, spec: TaskSpec, cached: Cached
                                      [g.to_request(max_new_tokens=spec.max_new_tokens) for g in chosen])
     rows = []
     for item, gen in zip(chosen, gens):
+        # The input and the checks travel with the output, so the report shows each item whole.
         row = {"task": spec.label, "item_id": item.id, "source": item.source, "subject": (item.tags or [None])[0],
-               "tags": item.tags, "ideal": item.ideal}
+               "tags": item.tags, "ideal": item.ideal, "prompt": item.prompt,
+               "messages": [m.model_dump() for m in item.messages] if item.messages else None,
+               "checks": item.checks.model_dump(exclude_defaults=True) if item.checks else None}
         if isinstance(gen, Exception):
             where = f" ({item.source})" if item.source else ""
             rows.append({**row, "output": None, "finish_reason": None, "passed": None, "failure_reasons": [],

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from reports.data import golden_items
+
 SUITE = """\
 # test suite: a few items of each task kind
 name: tiny
@@ -67,6 +69,12 @@ def test_evaluate_suite_stores_items_and_resumes_from_cache(settings, tiny_model
     assert len(ppl) == 2 and all(r["nll"] > 0 and r["n_tokens"] > 0 for r in ppl)
     golden = {r["item_id"]: r for r in by_task["golden:golden"]}
     assert golden["g1"]["passed"] is False and golden["g2"]["passed"] is None
+    # Each golden row carries its input and checks, so the report's per-item view shows the item whole.
+    assert golden["g1"]["prompt"] == "Say hi" and golden["g1"]["checks"] == {"must_include": ["zzzz"]}
+    assert golden["g2"]["checks"] is None and golden["g2"]["messages"] is None
+    view = golden_items(run).set_index("item_id")
+    assert view.loc["g1", "check list"] == "must include: zzzz" and view.loc["g1", "result"] == "fail"
+    assert view.loc["g2", "prompt"] == "Say bye" and view.loc["g2", "result"] == "unchecked"
 
     tasks = run.aggregates["tasks"]
     assert tasks["arc_easy_local"]["margin"] == 1.0 and 0 <= tasks["arc_easy_local"]["value"] <= 1
