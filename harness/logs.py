@@ -79,7 +79,8 @@ class LogSession:
 
     def footer(self) -> str | None:
         n = self.counter.count
-        return f"log: {self.path} ({n} warning{'s' if n != 1 else ''} or errors)" if n else None
+        what = "1 warning or error" if n == 1 else f"{n} warnings or errors"
+        return f"log: {self.path} ({what})" if n else None
 
     def close(self) -> None:
         root = logging.getLogger()

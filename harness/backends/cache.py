@@ -126,9 +126,9 @@ class CachedBackend:
         cached = len(requests) - len(unique)
         bar = progress(total=len(requests), initial=cached, desc=self._label(), unit="item",
                        disable=not self.show_progress or not requests,
+                       postfix=f"{cached} cached",
                        bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt}{postfix} "
                                   "[{elapsed}<{remaining}, {rate_fmt}]")
-        bar.set_postfix_str(f"{cached} cached", refresh=False)
         try:
             for start in range(0, len(unique), self.chunk_size):
                 idx = unique[start:start + self.chunk_size]
@@ -157,7 +157,8 @@ class CachedBackend:
         task = self.tag.rsplit("@", 1)[0].removeprefix("lm_eval/") or "requests"
         ref = self.inner.resolved.ref.raw if self.inner.resolved is not None else self.name
         base, plus, adapter = ref.partition("+")
-        return f"{task} ({base}{plus}{Path(adapter).name if plus else ''})"
+        short = "+".join(Path(p).name if "/" in p else p for p in ((base, adapter) if plus else (base,)))
+        return f"{task} ({short})"
 
     def _key(self, method: str, params: dict[str, Any], request: Any) -> str:
         return ItemCache.key({"identity": self.identity, "backend": self.name, "params": params,
