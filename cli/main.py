@@ -31,7 +31,7 @@ from harness.settings import Settings
 
 COMMANDS = {"models": models, "runs": runs, "eval": eval_command, "judge": judge, "compare": compare,
             "serve": serve, "finetune": finetune, "report": report}
-LOADS_MODELS = ("eval", "judge", "compare", "serve", "finetune")  # these import transformers anyway
+LOADS_MODELS = ("eval", "judge", "compare", "serve", "finetune", "models-prepare")  # import transformers anyway
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         settings = Settings.from_env()
+        name = _command_name(args)
         if logs.current() is None:  # a program calling main() (the demo) keeps its own log
-            logs.setup(settings.home, _command_name(args), verbose=args.verbose, debug=args.debug)
+            logs.setup(settings.home, name, verbose=args.verbose, debug=args.debug)
             opened = True
-        if args.command in LOADS_MODELS:
+        if args.command in LOADS_MODELS or name in LOADS_MODELS:
             logs.quiet_libraries()
         code = int(args._run(args, settings))
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit

@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,16 +103,17 @@ def setup(home: Path, command: str, *, verbose: bool = False, debug: bool = Fals
     global _session
     if _session is not None:
         _session.close()
-    folder = home / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = folder / f"{command.replace(' ', '-')}-{stamp}-{os.getpid()}.log"
+    name = f"{command.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        (home / "logs").mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(home / "logs" / name, encoding="utf-8")
+    except OSError:
+        # An unwritable HARNESS_HOME is the command's to report (store.check_writable names it);
+        # the log goes to the temporary folder meanwhile.
+        file_handler = logging.FileHandler(Path(tempfile.gettempdir()) / f"harness-{name}", encoding="utf-8")
+    path = Path(file_handler.baseFilename)
     root = logging.getLogger()
-    for h in list(root.handlers):  # an earlier basicConfig (a test, an embedding program)
-        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-            root.removeHandler(h)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    file_handler = logging.FileHandler(path, encoding="utf-8", delay=False)
     file_handler.setLevel(logging.DEBUG if debug else logging.INFO)
     file_handler.setFormatter(logging.Formatter(FORMAT))
     terminal = logging.StreamHandler(sys.stderr)
