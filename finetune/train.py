@@ -77,7 +77,8 @@ def run_training(cfg: FinetuneConfig, settings: Settings) -> Path:
     initial_eval = trainer.evaluate() if has_validation and not checkpoints else None
     result = trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
     history = _loss_history(trainer.state.log_history, initial_eval)
-    _print_losses(history)
+    if trainer.is_world_process_zero():
+        _print_losses(history)
     wall_s = time.time() - t0
     train_s = float(result.metrics.get("train_runtime", wall_s))
     tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
