@@ -13,6 +13,7 @@ second run. DEMO_SCALE=ci shrinks the suite and golden slice for CI.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from cli.compare_run import run_compare, write_compare
 from cli.main import main as harness_main
+from harness import logs
 from harness.compare import CompareConfig
 from harness.errors import HarnessError
 from harness.models.resolve import prepare_alias
@@ -55,11 +57,11 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     adapter = settings.home / "demo" / f"lora-{scale}"
     if (adapter / "harness_manifest.json").is_file():
         print(f"   reusing {adapter} (delete it to retrain)")
+        _print_losses(adapter)
     else:
         code = harness_main(["finetune", str(FINETUNE_CONFIG), f"output_dir={adapter}", f"data.limit={train_rows}"])
         if code != 0:
             return code
-    _print_losses(adapter)
     print(f"   ({time.time() - t:.0f}s)")
 
     t = _step(3, f"validate the local judge on {hh_pairs} HH-RLHF pairs people labelled (both orders)")
@@ -71,7 +73,10 @@ def run_demo(settings: Settings, scale: str = "full") -> int:
     cfg = CompareConfig(baseline=BASE, candidates=(f"{BASE}+{adapter}",), suite=suite, golden=GOLDEN,
                         golden_limit=golden_limit, backend="vllm")
     compare, sources = run_compare(settings, cfg)
-    run_id = write_compare(settings, compare, sources)
+    # The log so far (lm-eval, vLLM, httpx, ...) travels with each run it explains.
+    log_files = logs.run_files()
+    run_id = write_compare(settings, compare.amended(extra_files=log_files),
+                           [r.amended(extra_files=log_files) for r in sources])
     print(f"   ({time.time() - t:.0f}s)")
 
     _step(5, "summary")
@@ -91,7 +96,7 @@ def _validate_judge(settings: Settings, n_pairs: int) -> None:
     (the summary's win rate then carries this validation)."""
     cfg = ValidateConfig(judge=BASE, limit=n_pairs, max_chars=HH_MAX_CHARS, backend="hf")
     run = run_validation(settings, cfg)
-    write_run(settings.runs_dir, run)
+    write_run(settings.runs_dir, run.amended(extra_files=logs.run_files()))
     report = validation_text(run.aggregates, cfg)
     print("\n".join("   " + line for line in report.splitlines()))
 
@@ -121,16 +126,27 @@ def _print_losses(adapter: Path) -> None:
         print(f"   validation loss {fv:.4f} (base) -> {lv:.4f} (tuned)")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cli.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' log lines")
+    args = parser.parse_args(argv)
     scale = os.environ.get("DEMO_SCALE", "full")
     if scale not in SCALES:
         print(f"DEMO_SCALE '{scale}' unknown; choose {', '.join(SCALES)}", file=sys.stderr)
         return 2
+    settings = Settings.from_env()
+    logs.setup(settings.home, "demo", verbose=args.verbose)
+    logs.quiet_libraries()
     try:
-        return run_demo(Settings.from_env(), scale)
+        return run_demo(settings, scale)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        line = logs.footer()
+        logs.end()
+        if line:
+            print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

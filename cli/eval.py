@@ -5,7 +5,7 @@ import argparse
 import time
 
 from cli import serving as cli_serving
-from harness import store
+from harness import logs, store
 from harness.backends.base import HasServerLog
 from harness.backends.canary import canary_refs, unverified, verify_adapters
 from harness.backends.factory import open_models
@@ -63,9 +63,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise
         answering = backends[resolved.ref.raw]
         log_text = answering.server_log() if isinstance(answering, HasServerLog) else None
+        # The invocation's log (lm-eval, transformers, httpx, ...) travels with the run it explains.
         run_ = run_.amended(manifest={"canary": canary[resolved.ref.raw], **_named(run_, given.name)},
                             aggregates={"unverified": unverified(canary)},
-                            extra_files={"vllm-server.log": log_text} if log_text else None)
+                            extra_files={**logs.run_files(), **({"vllm-server.log": log_text} if log_text else {})})
     folder = store.write_run(settings.runs_dir, run_)
     print(f"{'task':24s} {'metric':18s} {'value':>9s} {'n':>6s} {'unscored':>8s}")
     for label, t in run_.aggregates["tasks"].items():

@@ -15,7 +15,6 @@ functions that need them, so `--help` stays fast.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import select
 import sqlite3
@@ -26,11 +25,13 @@ from typing import Sequence
 from cli import compare
 from cli import eval as eval_command
 from cli import finetune, judge, models, report, runs, serve
+from harness import logs
 from harness.errors import HarnessError
 from harness.settings import Settings
 
 COMMANDS = {"models": models, "runs": runs, "eval": eval_command, "judge": judge, "compare": compare,
             "serve": serve, "finetune": finetune, "report": report}
+LOADS_MODELS = ("eval", "judge", "compare", "serve", "finetune", "models-prepare")  # import transformers anyway
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 pass, 1 regression, 2 error. Environment: HARNESS_HOME (model and item cache), "
                "HARNESS_RUNS_DIR (default ./runs), HARNESS_DATA_DIR (offline datasets).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the libraries' log lines (lm-eval, transformers, vLLM, httpx, ...) on the "
+                             "terminal; they always go to the log file under HARNESS_HOME/logs/")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in COMMANDS.items():
         p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
@@ -53,11 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code. No exception escapes except argparse's SystemExit."""
     # Known before parsing, so an error while building the parser also honours it.
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    opened = False
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                            format="%(levelname)s %(name)s: %(message)s")
-        code = int(args._run(args, Settings.from_env()))
+        settings = Settings.from_env()
+        name = _command_name(args)
+        if logs.current() is None:  # a program calling main() (the demo) keeps its own log
+            logs.setup(settings.home, name, verbose=args.verbose, debug=args.debug)
+            opened = True
+        if args.command in LOADS_MODELS or name in LOADS_MODELS:
+            logs.quiet_libraries()
+        code = int(args._run(args, settings))
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
         return code
     except KeyboardInterrupt as e:
@@ -79,6 +89,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"SQLite: {e} (the run index or the item cache)", debug)
     except Exception as e:  # a bug: still one line; --debug shows where
         return _error(f"internal error {type(e).__name__}: {e}; rerun with --debug for the traceback", debug)
+    finally:
+        if opened:
+            _end_log()
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """'eval', 'judge-validate', ...: the log file's prefix."""
+    sub = vars(args).get(f"{args.command}_action") or vars(args).get(f"{args.command}_command")
+    return f"{args.command}-{sub}" if isinstance(sub, str) and sub.isidentifier() else args.command
+
+
+def _end_log() -> None:
+    """Close this invocation's log; name it on stderr when it holds a warning or an error."""
+    line = logs.footer()
+    logs.end()
+    if line:
+        try:
+            print(line, file=sys.stderr)
+        except OSError:
+            pass
 
 
 def _error(message: str, debug: bool) -> int:

@@ -4,7 +4,9 @@
             method (4-bit NF4 for qlora), build the PEFT config and the trainer
             (TRL SFTTrainer, or DPOTrainer for dpo)
     train   validation loss before training and every eval_every_steps, early
-            stopping on it, checkpoints in work_dir for resume, tqdm progress
+            stopping on it, checkpoints in work_dir for resume; one progress bar
+            (the Trainer's per-step log dicts go to the log file) and the
+            validation losses printed at the end
     save    adapter (or full weights), tokenizer and harness_manifest.json into
             output_dir in one atomic rename; the work dir is then removed
 
@@ -25,7 +27,7 @@ from typing import Any
 from finetune.chat import preference_row, tokenize_split
 from finetune.config import FinetuneConfig
 from finetune.prepare import PreparedData, prepare_data, write_splits
-from harness import atomic
+from harness import atomic, logs
 from harness.errors import HarnessError
 from harness.models.resolve import MANIFEST, ResolvedModel, check_adapter, hash_files, resolve
 from harness.settings import Settings
@@ -50,6 +52,7 @@ def run_training(cfg: FinetuneConfig, settings: Settings) -> Path:
     import transformers
 
     t0 = time.time()
+    logs.quiet_libraries()  # datasets' map bars and transformers' "Loading weights" stay off the terminal
     transformers.set_seed(cfg.seed)
     resolved = resolve(settings, cfg.base)
     if resolved.ref.kind == "openai":
@@ -74,6 +77,8 @@ def run_training(cfg: FinetuneConfig, settings: Settings) -> Path:
     initial_eval = trainer.evaluate() if has_validation and not checkpoints else None
     result = trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
     history = _loss_history(trainer.state.log_history, initial_eval)
+    if trainer.is_world_process_zero():
+        _print_losses(history)
     wall_s = time.time() - t0
     train_s = float(result.metrics.get("train_runtime", wall_s))
     tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
@@ -185,13 +190,15 @@ def _build_trainer(cfg: FinetuneConfig, model: Any, peft_config: Any, tokenizer:
         save_total_limit=None if t.keep_checkpoints else 2,
         load_best_model_at_end=has_validation and t.early_stopping_patience is not None,
         metric_for_best_model="eval_loss", greater_is_better=False,
-        gradient_checkpointing=t.gradient_checkpointing, report_to="none", disable_tqdm=False,
+        # disable_tqdm: the Trainer's bars (train, every evaluation) and log dicts give way to _progress_callback.
+        gradient_checkpointing=t.gradient_checkpointing, report_to="none", disable_tqdm=True,
         bf16=str(_dtype(cfg)) == "torch.bfloat16", use_cpu=not _has_cuda(),
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
         save_only_model=False, remove_unused_columns=True,
     )
     callbacks = ([EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)]
                  if has_validation and t.early_stopping_patience is not None else [])
+    callbacks.append(_progress_callback())
     splits = prepared.splits
     if cfg.method == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -202,6 +209,7 @@ def _build_trainer(cfg: FinetuneConfig, model: Any, peft_config: Any, tokenizer:
         eval_ds = Dataset.from_list([preference_row(ex) for ex in splits["validation"]]) if has_validation else None
         trainer = DPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+        _without_log_printer(trainer)
         cols = trainer.train_dataset.column_names
         n_tokens = sum(len(p) + len(c) + len(r) for p, c, r in zip(
             *(trainer.train_dataset[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")))) \
@@ -223,7 +231,59 @@ def _build_trainer(cfg: FinetuneConfig, model: Any, peft_config: Any, tokenizer:
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    _without_log_printer(trainer)
     return trainer, sum(len(r["input_ids"]) for r in train_rows)
+
+
+def _progress_callback() -> Any:
+    """A TrainerCallback drawing one bar over the training steps, the latest training and validation
+    loss as its postfix, on the main process only."""
+    from transformers import TrainerCallback
+
+    class OneBar(TrainerCallback):
+        bar: Any = None
+        shown: dict[str, str] = {}
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                self.shown = {}
+                self.bar = logs.progress(total=state.max_steps, initial=state.global_step, desc="training",
+                                         unit="step")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            log.info("step %d: %s", state.global_step, logs)  # the per-step dicts, in the log file
+            if self.bar is not None and logs:
+                for key, label in (("loss", "loss"), ("eval_loss", "validation")):
+                    if isinstance(logs.get(key), (int, float)):
+                        self.shown[label] = f"{logs[key]:.3f}"
+                self.bar.set_postfix(self.shown, refresh=False)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return OneBar()
+
+
+def _without_log_printer(trainer: Any) -> None:
+    """With disable_tqdm the Trainer prints every log dict (PrinterCallback); the bar replaces it."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
+def _print_losses(history: dict[str, list]) -> None:
+    """The validation losses, one line: before training (step 0), at each evaluation, and the best."""
+    val = history["validation"]
+    if val:
+        steps = ", ".join(f"{p['loss']:.4f} (step {p['step']})" for p in val)
+        print(f"validation loss: {steps}; best {min(p['loss'] for p in val):.4f}", file=sys.stderr)
 
 
 def _has_cuda() -> bool:
@@ -272,7 +332,7 @@ def _save(cfg: FinetuneConfig, model: Any, tokenizer: Any, manifest: dict[str, A
             if dtype is not None:
                 model = model.to(dtype)
                 state_dict = {k: v.to(dtype) for k, v in state_dict.items()} if state_dict else None
-            model.save_pretrained(stage, state_dict=state_dict, safe_serialization=True)
+            model.save_pretrained(stage, state_dict=tie_shared(model, state_dict), safe_serialization=True)
         else:
             model.save_pretrained(stage, selected_adapters=["default"], safe_serialization=True)
         tokenizer.save_pretrained(stage)
@@ -281,6 +341,17 @@ def _save(cfg: FinetuneConfig, model: Any, tokenizer: Any, manifest: dict[str, A
         atomic.write_json(stage / MANIFEST, manifest)
         if cfg.train.keep_checkpoints:
             _keep_checkpoints(cfg.work_path(), stage / "checkpoints", manifest)
+
+
+def tie_shared(model: Any, state_dict: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The state dict with each tied key (lm_head.weight when config.tie_word_embeddings) pointing at
+    its source tensor again. Converting the dtype or gathering the state copies tensors one by one,
+    so lm_head became a second copy of the embeddings (325 MB against the base's 272 MB); aliased,
+    save_pretrained stores it once, as it does for a model's own state dict."""
+    if not state_dict or not getattr(model.config, "tie_word_embeddings", False):
+        return state_dict
+    tied = model.get_expanded_tied_weights_keys()
+    return {k: state_dict[tied[k]] if tied.get(k) in state_dict else v for k, v in state_dict.items()}
 
 
 # Trainer checkpoints also hold optimizer, scheduler and RNG state as pickles; kept checkpoints are weights only.

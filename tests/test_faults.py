@@ -774,8 +774,9 @@ def test_item8_unwritable_runs_dir_full_home_and_escaping_os_errors(inputs_env, 
     (tmp_path / "a-file").write_text("")
     # A runs directory that cannot be created (below a file): refused before a model loads.
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "a-file" / "runs"))
-    for argv in (["eval", "--model", str(tiny_model_dir), "--suite", str(suite)],
-                 ["compare", "--baseline", str(tiny_model_dir), "--candidate", str(tiny_model_dir), "--suite", str(suite)]):
+    for argv in (["-v", "eval", "--model", str(tiny_model_dir), "--suite", str(suite)],  # -v: "task" lines show
+                 ["-v", "compare", "--baseline", str(tiny_model_dir), "--candidate", str(tiny_model_dir),
+                  "--suite", str(suite)]):
         assert main(argv) == 2
         captured = capsys.readouterr()
         assert inputs_one_error_line(captured.err) == (
@@ -836,7 +837,9 @@ def test_item9_sigint_mid_eval_stores_a_partial_run(inputs_env, tmp_path, tiny_m
     # Long enough to be still running when the signal lands: 400 prompts x 200 new tokens.
     inputs_write_golden(tmp_path / "slow.jsonl", {f"s{i}": f"Count to {i}." for i in range(400)})
     suite = inputs_write_suite(tmp_path, "sig", ["quick.jsonl", ("slow.jsonl", 200)])
-    proc = inputs_subprocess.Popen([inputs_sys.executable, "-m", "cli.main", "eval", "--model", str(tiny_model_dir),
+    # -v: the harness's "task NAME" lines (INFO, in the log file by default) show on stderr too.
+    proc = inputs_subprocess.Popen([inputs_sys.executable, "-m", "cli.main", "-v", "eval",
+                                    "--model", str(tiny_model_dir),
                                     "--suite", str(suite)], env=inputs_env, stdout=inputs_subprocess.PIPE,
                                    stderr=inputs_subprocess.PIPE, text=True)
     try:
@@ -889,7 +892,7 @@ def test_item11_missing_data_file_is_a_suite_error_with_its_key_path(inputs_env,
 
     inputs_write_golden(tmp_path / "ok.jsonl", {"a": "Say hi."})
     suite = inputs_write_suite(tmp_path, "miss", ["ok.jsonl", "foo.jsonl"])
-    assert main(["eval", "--model", str(tiny_model_dir), "--suite", str(suite)]) == 2
+    assert main(["-v", "eval", "--model", str(tiny_model_dir), "--suite", str(suite)]) == 2  # -v: "task" lines show
     captured = capsys.readouterr()
     assert inputs_one_error_line(captured.err).endswith(
         f"miss.yaml: tasks[1].data 'foo.jsonl': not found ({tmp_path}/foo.jsonl); paths are relative to the suite file")

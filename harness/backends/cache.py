@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from tqdm.auto import tqdm
-
 from harness.backends.base import Backend
+from harness.logs import progress
 from harness.records import (
     GenerateRequest, Generation, LoglikelihoodRequest, LoglikelihoodResult, RollingRequest, RollingResult, to_jsonable
 )
@@ -123,8 +122,13 @@ class CachedBackend:
         unique = list(first.values())
         self.stats["hits"] += len(requests) - len(todo)
         self.stats["misses"] += len(unique)
-        bar = tqdm(total=len(unique), desc=f"{self.name} {method} {self.tag}".strip(), unit="req",
-                   disable=not self.show_progress or not unique, leave=False)
+        # The task's one bar: every request, those read from the cache counted up front.
+        cached = len(requests) - len(unique)
+        bar = progress(total=len(requests), initial=cached, desc=self._label(), unit="item",
+                       disable=not self.show_progress or not requests,
+                       postfix=f"{cached} cached",
+                       bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt}{postfix} "
+                                  "[{elapsed}<{remaining}, {rate_fmt}]")
         try:
             for start in range(0, len(unique), self.chunk_size):
                 idx = unique[start:start + self.chunk_size]
@@ -146,6 +150,15 @@ class CachedBackend:
         finally:
             bar.close()
         return [decode(found[k]) for k in keys]
+
+    def _label(self) -> str:
+        """'mmlu_local', 'perplexity/alpaca_heldout', 'golden', 'judge:pairwise' (the tag without its
+        version) and the model answering, so a comparison's bars say which side they score."""
+        task = self.tag.rsplit("@", 1)[0].removeprefix("lm_eval/") or "requests"
+        ref = self.inner.resolved.ref.raw if self.inner.resolved is not None else self.name
+        base, plus, adapter = ref.partition("+")
+        short = "+".join(Path(p).name if "/" in p else p for p in ((base, adapter) if plus else (base,)))
+        return f"{task} ({short})"
 
     def _key(self, method: str, params: dict[str, Any], request: Any) -> str:
         return ItemCache.key({"identity": self.identity, "backend": self.name, "params": params,

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from harness.backends.platform import describe_platform
 from harness.backends.tokenization import LMTokenizer, ScoreRow
+from harness import logs
 from harness.errors import ContextTooLongError, HarnessError, ModelRefError
 from harness.models.resolve import ResolvedModel
 from harness.records import (
@@ -128,6 +129,7 @@ class HFBackend:
         if self._model is None:
             from transformers import AutoModelForCausalLM
 
+            logs.quiet_libraries()  # no "Loading weights" bar; transformers' warnings go to the log file
             model = AutoModelForCausalLM.from_pretrained(self.resolved.base_path, dtype=self.dtype,
                                                          trust_remote_code=False, use_safetensors=True,
                                                          device_map=self.device_map)

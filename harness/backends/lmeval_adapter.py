@@ -9,10 +9,12 @@ the prompts, few-shot examples and metrics are exactly lm-eval's.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from lm_eval.api.model import LM
 
@@ -137,8 +139,10 @@ def run_lmeval_task(backend: Backend, name: str, *, tm: Any, num_fewshot: int, f
         raise SuiteError(f"task '{name}': the sample selects no documents (sizes: {sizes})")
     # Groups are left out: lm-eval's group aggregation assumes every leaf ran,
     # and the harness aggregates per task, subject and category itself.
-    out = evaluate(lm=BackendLM(backend), task_dict={"tasks": {leaf: tasks[leaf] for leaf in leaf_names}, "groups": {}},
-                   samples={leaf: chosen[leaf] for leaf in leaf_names}, log_samples=True, bootstrap_iters=0)
+    with _without_context_bars():
+        out = evaluate(lm=BackendLM(backend), task_dict={"tasks": {leaf: tasks[leaf] for leaf in leaf_names},
+                                                         "groups": {}},
+                       samples={leaf: chosen[leaf] for leaf in leaf_names}, log_samples=True, bootstrap_iters=0)
     versions = {leaf: str(out.get("versions", {}).get(leaf, tasks[leaf].VERSION)) for leaf in leaf_names}
     result = LMEvalTaskResult(task=name, version=str(out.get("versions", {}).get(name, versions[leaf_names[0]])),
                               leaf_versions=versions, n_docs=sizes)
@@ -157,6 +161,21 @@ def run_lmeval_task(backend: Backend, name: str, *, tm: Any, num_fewshot: int, f
                 row.update(describe_doc(leaf, s["doc"]))
             result.rows.append(row)
     return result
+
+
+@contextmanager
+def _without_context_bars() -> Iterator[None]:
+    """lm-eval draws a tqdm bar per leaf task while building its contexts (57 for MMLU) and offers no
+    switch; its task module's `tqdm` is swapped for a disabled one for the call, and put back. The
+    task's own bar is the item cache's (harness.backends.cache)."""
+    import lm_eval.api.task as lm_task
+
+    drawn = lm_task.tqdm
+    lm_task.tqdm = functools.partial(drawn, disable=True)
+    try:
+        yield
+    finally:
+        lm_task.tqdm = drawn
 
 
 def _plain(x: Any) -> Any:

@@ -54,6 +54,7 @@ from harness.backends.platform import describe_platform, detect_platform
 from harness.backends.probes import PROBES, TOL_NATS_PER_TOKEN
 from harness.backends.tokenization import LMTokenizer, ScoreRow
 from harness.errors import BackendError, ContextTooLongError, HarnessError
+from harness.logs import progress
 from harness.models.ref import ModelRef
 from harness.models.resolve import ResolvedModel, read_adapter_config, resolve
 from harness.records import (
@@ -287,11 +288,11 @@ class VLLMServer:
     def _wait_healthy(self, timeout_s: float) -> None:
         import urllib.request
 
-        from tqdm.auto import tqdm
-
         deadline = time.time() + timeout_s
         health = self.url.removesuffix("/v1") + "/health"
-        with tqdm(desc="starting vLLM engine", unit="s", bar_format="{desc}: {elapsed}") as bar:
+        # One line: a terminal sees the seconds count up in place; a log file gets it once a minute.
+        with progress(desc=f"starting vLLM engine (log {self.log_path})", unit="s",
+                      bar_format="{desc}: {elapsed}") as bar:
             while time.time() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
                     raise BackendError(f"vLLM server exited during start-up (code {self.proc.returncode}); "
