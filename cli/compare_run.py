@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cli.serving import with_suite_serving
-from harness import store
+from harness import logs, store
 from harness.backends.base import Backend, HasServerLog
 from harness.backends.canary import canary_refs, unverified, verify_adapters
 from harness.backends.factory import open_models
@@ -176,6 +176,7 @@ def write_compare(settings: Settings, compare: Run, sources: list[Run]) -> str:
         store.write_run(settings.runs_dir, r)
         ref = r.manifest.get("models", [{}])[0].get("ref", r.kind)
         ids[f"{r.kind}:{ref}"] = r.run_id
-    stored = compare.amended(manifest={"source_runs": ids})
+    # The invocation's log (lm-eval, transformers, httpx, ...) travels with the comparison it explains.
+    stored = compare.amended(manifest={"source_runs": ids}, extra_files=logs.run_files())
     store.write_run(settings.runs_dir, stored)
     return stored.run_id

@@ -5,6 +5,7 @@ import argparse
 
 from cli import judge_validate as cli_validate
 from cli import serving as cli_serving
+from harness import logs
 from harness.errors import HarnessError
 from harness.models.names import named
 from harness.settings import Settings
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # Names for display beside each role's reference and hashes, which stay as run_judge wrote them.
     result = result.amended(manifest={"models": [{**({"name": names[m["role"]]} if m.get("role") in names else {}),
                                                   **m} for m in result.manifest.get("models") or []]})
-    folder = write_run(settings.runs_dir, result)
+    folder = write_run(settings.runs_dir, result.amended(extra_files=logs.run_files()))
     print(judge_text(result.aggregates, cfg, names=(cand.name, base.name)))
     for note in result.aggregates["unverified"]:
         print(f"unverified: {note}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from cli import serving as cli_serving
+from harness import logs
 from harness.errors import HarnessError
 from harness.settings import Settings
 from harness.store import write_run
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                          max_chars=args.max_chars, backend=args.backend, seed=args.seed,
                          backend_opts=cli_serving.backend_options(args, args.backend))
     result = run_validation(settings, cfg)
-    folder = write_run(settings.runs_dir, result)
+    folder = write_run(settings.runs_dir, result.amended(extra_files=logs.run_files()))
     print(validation_text(result.aggregates, cfg))
     print(f"run {result.run_id} stored in {folder}; later win rates of this judge carry it")
     return 0
