@@ -8,6 +8,7 @@ zero-width or missing interval prints its reason instead (judges.trust).
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 from harness.compare import is_perplexity
@@ -292,7 +293,26 @@ def compare_text(compare: Run) -> str:
         lines.append(f"\nunverified: {e}; the gate passes no unverified adapter")
     lines.append(f"\nverdict: {agg['summary']['verdict'].upper()}"
                  + (f" ({'; '.join(agg['failures'])})" if agg.get("failures") else ""))
-    return "\n".join(lines)
+    return fit_width("\n".join(lines))
+
+
+def fit_width(text: str, width: int = WIDTH) -> str:
+    """Prose lines longer than `width` wrapped at spaces, continuing two spaces further in; tables already fit,
+    and a single word longer than the width (a model reference) is left whole on its line.
+
+    >>> print(fit_width("  status: UNDETERMINED (position consistency 19% is below 50%)", width=40))
+      status: UNDETERMINED (position
+        consistency 19% is below 50%)
+    """
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = line[:len(line) - len(line.lstrip())]
+        out += textwrap.wrap(line, width=width, subsequent_indent=indent + "  ", break_long_words=False,
+                             break_on_hyphens=False) or [line]
+    return "\n".join(out)
 
 
 def validation_text(agg: dict[str, Any], cfg: Any) -> str:

@@ -273,12 +273,19 @@ def test_compare_text_says_the_win_rate_is_not_gated():
              "reference_counts": {"n_wins": 3, "n_ties": 0, "n_losses": 1, "n_unscored": 0}}
     run = Run(kind="compare", manifest={"confidence": 0.95},
               aggregates={"results": [], "win_rates": [entry], "summary": {"verdict": "pass"}, "failures": []})
-    text = compare_text(run)
+    shown = compare_text(run)
+    assert max(map(len, shown.splitlines())) <= 100  # prose wraps to a 100-column terminal
+    text = _flat(shown)
     assert "invalid 0, order disagreements 4" in text
     assert "judge win rate status: UNDETERMINED (position consistency 0% is below 50%)" in text
     assert "win rates are reported, not gated" in text and "[50.0%, 50.0%]" not in text
-    assert "reference win rate (MiniLM embedding cosine to the ideal, ties within ±0.01; no judge): 75.0%  95% " \
-           "interval [50.0%, 100.0%]" in text
+    assert _flat("reference win rate (MiniLM embedding cosine to the ideal, ties within ±0.01; no judge): 75.0%  95% "
+                 "interval [50.0%, 100.0%]") in text
+
+
+def _flat(text: str) -> str:
+    """Text with its wrapping undone (any run of whitespace one space)."""
+    return " ".join(text.split())
 
 
 def test_an_undetermined_judge_or_an_unverified_adapter_prints_no_interval():
@@ -300,9 +307,9 @@ def test_an_undetermined_judge_or_an_unverified_adapter_prints_no_interval():
              "reference_counts": {"n_wins": 3, "n_ties": 1, "n_losses": 1, "n_unscored": 0}}
     run = Run(kind="compare", manifest={"confidence": 0.95},
               aggregates={"results": [], "win_rates": [entry], "summary": {"verdict": "error"}, "failures": []})
-    text = compare_text(run)
-    assert "60.0%  (no interval: the judge's win rate is undetermined" in text and "[40.0%, 80.0%]" not in text
-    assert "70.0%  (no interval: unverified adapter (c: skipped))" in text
+    text = _flat(compare_text(run))
+    assert _flat("60.0%  (no interval: the judge's win rate is undetermined") in text and "[40.0%, 80.0%]" not in text
+    assert _flat("70.0%  (no interval: unverified adapter (c: skipped))") in text
     row = {"candidate": "c", "judge": "j", "n_prompts": 5, "status": "undetermined", "reasons": "…",
            "verdict_mode": "discrete", "confidence": 0.95, "n_wins": 2, "n_ties": 2, "n_losses": 1,
            "n_invalid_verdicts": 0,
