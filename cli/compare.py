@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="add every checkpoint a finetune kept (train.keep_checkpoints) as a candidate named step-N, "
                         "in step order: the forgetting curve")
     p.add_argument("--suite", required=True, help="suite name (suites/*.yaml) or path")
+    p.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                   help="a folder of your own lm-eval task YAMLs (repeatable; beside the suite's include_path)")
     p.add_argument("--golden", help="golden set (JSONL or a named set) for judge win rates")
     p.add_argument("--judge", help="judge model reference (default: the local SmolLM2)")
     cli_serving.add_backend_argument(p, "local models")
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                  for c in checkpoint_candidates(d, f"{Path(d).resolve().name}/" if several else ""))])
     cfg = CompareConfig(baseline=baseline.ref, baseline_name=baseline.name, candidates=tuple(c.ref for c in candidates),
                         names=tuple(c.name for c in candidates), suite=args.suite,
+                        include_paths=tuple(args.include_path),
                         golden=args.golden, judge=args.judge, backend=args.backend, limit=args.limit,
                         confidence=args.confidence, seed=args.seed, check_canary=not args.no_canary,
                         backend_opts=cli_serving.backend_options(args, args.backend))

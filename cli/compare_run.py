@@ -40,7 +40,7 @@ def run_compare(settings: Settings, cfg: CompareConfig) -> tuple[Run, list[Run]]
     t0 = time.time()
     if not cfg.candidates:
         raise HarnessError("compare needs at least one --candidate (or --checkpoints FINETUNE_DIR)")
-    suite = load_suite(cfg.suite, settings=settings)
+    suite = load_suite(cfg.suite, settings=settings, include_paths=cfg.include_paths)
     names = candidate_names(cfg)
     baseline = resolve(settings, cfg.baseline)
     candidates = [resolve(settings, c) for c in cfg.candidates]

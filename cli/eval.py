@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", required=True, help="a shipped suite name (forgetting, forgetting-quick, perplexity, "
                                                   "golden-smoke, golden-self-instruct) or a path to a suite YAML")
     cli_serving.add_backend_argument(p, "local models")
+    p.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                   help="a folder of your own lm-eval task YAMLs (repeatable; beside the suite's include_path)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="at most N documents per subject/task after the suite's sampling (smoke runs)")
     p.add_argument("--dtype", default="auto", help="hf backend weights dtype: auto, bfloat16, float32 (default auto)")
@@ -42,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
-    suite = load_suite(args.suite, settings=settings)
+    suite = load_suite(args.suite, settings=settings, include_paths=args.include_path)
     store.check_writable(settings)  # before any scoring: a read-only or full disk must not waste a run
     tm = check_suite_tasks(settings, suite)  # a misspelt task name costs no model load or canary
     opts = cli_serving.with_suite_serving(cli_serving.backend_options(args, args.backend), suite, args.backend)

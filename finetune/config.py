@@ -75,6 +75,9 @@ class TrainConfig(_Strict):
     # Keep every intermediate checkpoint (weights only) in OUTPUT_DIR/checkpoints/checkpoint-N,
     # for a forgetting curve: `harness compare --checkpoints OUTPUT_DIR`.
     keep_checkpoints: bool = False
+    # The Trainer's experiment tracker (TrainingArguments.report_to), offline by default; its files end up
+    # in OUTPUT_DIR/logs/ (finetune/tracking.py). tensorboard and mlflow are extras: llm-harness[tensorboard].
+    report_to: Literal["none", "tensorboard", "mlflow", "wandb"] = "none"
 
 
 class LoraSection(_Strict):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import shutil
 import sys
@@ -27,8 +28,10 @@ from typing import Any
 from finetune.chat import preference_row, tokenize_split
 from finetune.config import FinetuneConfig
 from finetune.prepare import PreparedData, prepare_data, write_splits
+from finetune.tracking import LOGS, check_tracker, tracker_env
 from harness import atomic, logs
 from harness.errors import HarnessError
+from harness.extras import env_defaults
 from harness.models.resolve import MANIFEST, ResolvedModel, check_adapter, hash_files, resolve
 from harness.settings import Settings
 
@@ -65,17 +68,20 @@ def run_training(cfg: FinetuneConfig, settings: Settings) -> Path:
         raise HarnessError(f"{work} holds checkpoints of an earlier run; pass train.resume=true to continue it, "
                            "or delete the folder to start over")
 
+    check_tracker(cfg.train.report_to)
+
     prepared = prepare_data(cfg, settings.data_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(resolved.base_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model, peft_config = _load_model(cfg, resolved)
-    trainer, n_tokens = _build_trainer(cfg, model, peft_config, tokenizer, prepared, work)
-    _print_plan(cfg, prepared, n_tokens, trainer)
-
-    has_validation = bool(prepared.splits["validation"])
-    initial_eval = trainer.evaluate() if has_validation and not checkpoints else None
-    result = trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
+    # The tracker callbacks read their settings from the environment when built and when training starts.
+    with env_defaults(tracker_env(cfg.train.report_to, work / LOGS, os.environ)):
+        trainer, n_tokens = _build_trainer(cfg, model, peft_config, tokenizer, prepared, work)
+        _print_plan(cfg, prepared, n_tokens, trainer)
+        has_validation = bool(prepared.splits["validation"])
+        initial_eval = trainer.evaluate() if has_validation and not checkpoints else None
+        result = trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
     history = _loss_history(trainer.state.log_history, initial_eval)
     if trainer.is_world_process_zero():
         _print_losses(history)
@@ -191,7 +197,8 @@ def _build_trainer(cfg: FinetuneConfig, model: Any, peft_config: Any, tokenizer:
         load_best_model_at_end=has_validation and t.early_stopping_patience is not None,
         metric_for_best_model="eval_loss", greater_is_better=False,
         # disable_tqdm: the Trainer's bars (train, every evaluation) and log dicts give way to _progress_callback.
-        gradient_checkpointing=t.gradient_checkpointing, report_to="none", disable_tqdm=True,
+        gradient_checkpointing=t.gradient_checkpointing, report_to=t.report_to, run_name=Path(cfg.output_dir).name,
+        disable_tqdm=True,
         bf16=str(_dtype(cfg)) == "torch.bfloat16", use_cpu=not _has_cuda(),
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
         save_only_model=False, remove_unused_columns=True,
@@ -339,6 +346,8 @@ def _save(cfg: FinetuneConfig, model: Any, tokenizer: Any, manifest: dict[str, A
         # The exact splits trained and validated on, so held-out loss can be recomputed from the checkpoint.
         write_splits(prepared, stage / "data")
         atomic.write_json(stage / MANIFEST, manifest)
+        if (cfg.work_path() / LOGS).is_dir():  # the tracker's files (train.report_to), kept with the checkpoint
+            shutil.copytree(cfg.work_path() / LOGS, stage / LOGS)
         if cfg.train.keep_checkpoints:
             _keep_checkpoints(cfg.work_path(), stage / "checkpoints", manifest)
 

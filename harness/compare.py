@@ -34,6 +34,7 @@ class CompareConfig:
     baseline: str
     candidates: tuple[str, ...]  # model references
     suite: str
+    include_paths: tuple[str, ...] = ()  # folders of the user's lm-eval task YAMLs, beside the suite's own
     names: tuple[str, ...] = ()  # display names, one per candidate (default: harness.models.names.default_name)
     baseline_name: str | None = None
     golden: str | None = None
@@ -76,6 +77,23 @@ def _accuracy_result(candidate: str, task: str, metric: str, scope: str, group: 
         "margin": None if margin_points is None else margin_points / 100, "verdict": None, "reason": None}
     if margin_points is not None and scope == "task":
         v = stats.check_non_inferiority(diff, margin_points / 100)
+        result.update(verdict="pass" if v.passed else "fail", reason=v.reason)
+    return result
+
+
+def _continuous_result(candidate: str, task: str, metric: str, base: np.ndarray, cand: np.ndarray,
+                       rng: np.random.Generator, confidence: float, n_resamples: int,
+                       margin_points: float | None) -> dict[str, Any]:
+    """A task whose metric is continuous per item: a paired bootstrap of the mean difference and a paired
+    t-test in place of McNemar; the margin is in points of the metric's scale x 100, as for accuracy."""
+    r = stats.compare_paired_means(base, cand, rng, confidence=confidence, n_resamples=n_resamples)
+    result: dict[str, Any] = {
+        "candidate": candidate, "task": task, "scope": "task", "group": None, "metric": metric, "n": int(len(base)),
+        "baseline": float(base.mean()), "candidate_value": float(cand.mean()), "diff": _est(r.diff),
+        "p_value": r.p_value, "n_regressed": r.n_lower, "n_improved": r.n_higher, "mde": None, "continuous": True,
+        "margin": None if margin_points is None else margin_points / 100, "verdict": None, "reason": None}
+    if margin_points is not None:
+        v = stats.check_non_inferiority(r.diff, margin_points / 100)
         result.update(verdict="pass" if v.passed else "fail", reason=v.reason)
     return result
 
@@ -138,11 +156,25 @@ def compare_eval_runs(baseline: Run, candidate: Run, *, candidate_label: str, ma
             res["n_unpaired"] = len(base_items) - len(ids)
             results.append(res)
             continue
-        key = "correct" if "correct" in first else "passed" if "passed" in first else None
+        # lm-eval rows carry the suite metric's value as `score`; older runs and golden rows a 0/1 field.
+        key = "score" if "score" in first else "correct" if "correct" in first else "passed" if "passed" in first \
+            else None
         if key is None:
             continue
         scored = [(b, c) for b, c in pairs if b.get(key) is not None and c.get(key) is not None]
         if not scored:
+            continue
+        metric = metrics.get(task) or ("check_pass_rate" if key == "passed" else "acc")
+        if not all(float(x[key]) in (0.0, 1.0) for pair in scored for x in pair):
+            res = _continuous_result(candidate_label, task, metric, np.array([float(b[key]) for b, _ in scored]),
+                                     np.array([float(c[key]) for _, c in scored]), rng, confidence, n_resamples,
+                                     margins.get(task))
+            res["n_unpaired"] = len(base_items) - len(scored)
+            results.append(res)
+            for b, c in scored:
+                items.append({"candidate": candidate_label, "task": task, "item_id": b["item_id"],
+                              "subject": b.get("subject"), "category": b.get("category"),
+                              "baseline_score": float(b[key]), "candidate_score": float(c[key])})
             continue
         for b, c in scored:
             flip = None if b[key] == c[key] else ("right_to_wrong" if b[key] else "wrong_to_right")
@@ -153,7 +185,6 @@ def compare_eval_runs(baseline: Run, candidate: Run, *, candidate_label: str, ma
                 flips[b.get("subject") or task].append(b["item_id"])
         base = np.array([float(b[key]) for b, _ in scored])
         cand = np.array([float(c[key]) for _, c in scored])
-        metric = metrics.get(task) or ("check_pass_rate" if key == "passed" else "acc")
         res = _accuracy_result(candidate_label, task, metric, "task", None, base, cand, rng, confidence, n_resamples,
                                margins.get(task))
         res["n_unpaired"] = len(base_items) - len(scored)

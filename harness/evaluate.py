@@ -31,13 +31,14 @@ from harness.backends.base import Backend, call_per_item_on_overflow
 from harness.backends.cache import CachedBackend, ItemCache
 from harness.backends.factory import open_backend
 from harness.backends.hf_prefix import with_shared_prefix
-from harness.errors import HarnessError, Interrupted
+from harness.errors import HarnessError, Interrupted, SuiteError
 from harness.records import RollingRequest
 from harness.settings import Settings
 from harness.store import Run
 from harness.suites.golden import GENERATION_TAG, load_golden_set, run_checks
 from harness.suites.lmeval_data import (
-    FORMAT_VERSION, MMLU_PREFIX, local_task_names, materialize_lmeval_tasks, mmlu_categories
+    FORMAT_VERSION, LOCAL_TASKS, MMLU_PREFIX, is_local_task, local_task_names, materialize_lmeval_tasks,
+    missing_local_data, mmlu_categories
 )
 from harness.suites.spec import Suite, TaskSpec, choose_docs
 from harness.suites.text import load_text_set
@@ -48,22 +49,42 @@ CHUNK_REQUESTS = 256  # cache commit granularity; large enough for the scorer to
 
 
 def check_suite_tasks(settings: Settings, suite: Suite) -> Any:
-    """Fail early (before loading a model) on lm-eval task names nobody defines.
+    """Fail early (before loading a model) on lm-eval tasks nobody defines, data nobody has, and metrics
+    a task does not report.
 
-    Returns lm-eval's TaskManager over built-in and local tasks, or None when
-    the suite has no lm-eval tasks. Local tasks are materialized here (once).
+    Returns lm-eval's TaskManager over the suite's include_path folders, the local tasks (built once,
+    and only when the suite names one) and, where a name is found in neither, lm-eval's built-in
+    tasks; None when the suite has no lm-eval tasks. A stock task's dataset is loaded here, so one
+    that is neither local nor in the Hugging Face cache is one line naming it (see
+    lmeval_adapter.check_task_data).
     """
     specs = [(i, t) for i, t in enumerate(suite.tasks) if t.lm_eval]
     if not specs:
         return None
-    from harness.backends.lmeval_adapter import check_task_name, task_manager
-    local = materialize_lmeval_tasks(settings)
-    names = local_task_names(settings.data_dir)
-    tm = task_manager(local.task_dir, include_defaults=any(t.lm_eval not in names for _, t in specs))
-    shown = [n for n in names if not n.startswith("mmlu_local_")]
+    from harness.backends.lmeval_adapter import check_task_data, check_task_metric, check_task_name, task_manager
     where = f"{suite.path or suite.name}: tasks"
+    folders = list(suite.include_dirs())
+    if any(is_local_task(t.lm_eval or "") for _, t in specs):
+        for i, spec in specs:
+            missing = missing_local_data(settings.data_dir, spec.lm_eval or "") if is_local_task(spec.lm_eval or "") \
+                else None
+            if missing is not None:
+                raise SuiteError(f"{where}[{i}].lm_eval '{spec.lm_eval}' reads the local dataset {missing}, which "
+                                 f"is not there; set HARNESS_DATA_DIR to the folder holding it")
+        folders.append(materialize_lmeval_tasks(settings).task_dir)
+    tm = task_manager(folders, include_defaults=False) if folders else None
+    if tm is None or any(t.lm_eval not in tm.all_tasks for _, t in specs):
+        if not any(is_local_task(t.lm_eval or "") for _, t in specs) and (settings.data_dir / "mmlu").is_dir():
+            folders.append(materialize_lmeval_tasks(settings).task_dir)  # a misspelt local name finds its match
+        tm = task_manager(folders, include_defaults=True)
+    names = local_task_names(settings.data_dir) if (settings.data_dir / "mmlu").is_dir() else list(LOCAL_TASKS)
+    shown = [n for n in names if not n.startswith(MMLU_PREFIX)]
     for i, spec in specs:
         check_task_name(tm, spec.lm_eval or "", f"{where}[{i}].lm_eval", shown + ["mmlu_local_<subject>"])
+        check_task_metric(tm, spec.lm_eval or "", spec.metric, f"{where}[{i}].metric")
+    for i, spec in specs:
+        if not is_local_task(spec.lm_eval or ""):
+            check_task_data(tm, spec.lm_eval or "", f"{where}[{i}].lm_eval")
     return tm
 
 
@@ -101,12 +122,12 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
                 t_task = time.time()
                 log.info("task %s (%s)", spec.label, spec.lm_eval or spec.harness)
                 try:
-                    rows = _run_task(settings, suite, spec, cached, tm, limit)
+                    rows, about = _run_task(settings, suite, spec, cached, tm, limit)
                 except HarnessError as e:
                     log.error("task %s failed: %s", spec.label, e)
                     tasks[spec.label] = _failed_task(spec, str(e))
                     continue
-                summary = {**summarize_task(spec, rows), "wall_s": round(time.time() - t_task, 1)}
+                summary = {**summarize_task(spec, rows), **about, "wall_s": round(time.time() - t_task, 1)}
                 tasks[spec.label] = summary
                 items.extend(rows)
         except KeyboardInterrupt:
@@ -163,18 +184,19 @@ def _describe_model(backend: Any, model: Backend | str) -> dict[str, Any]:
 
 
 def _run_task(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend, tm: Any,
-              limit: int | None) -> list[dict[str, Any]]:
+              limit: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The task's rows, and what its summary records beyond them (lm-eval's view of the task)."""
     if spec.lm_eval:
         return _run_lmeval(settings, suite, spec, cached, tm, limit)
     if spec.harness == "perplexity":
-        return _run_perplexity(settings, suite, spec, cached, limit)
-    return _run_golden(settings, suite, spec, cached, limit)
+        return _run_perplexity(settings, suite, spec, cached, limit), {}
+    return _run_golden(settings, suite, spec, cached, limit), {}
 
 
 def _run_lmeval(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend, tm: Any,
-                limit: int | None) -> list[dict[str, Any]]:
+                limit: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from harness.backends.lmeval_adapter import run_lmeval_task
-    categories = mmlu_categories(settings.data_dir)
+    categories = mmlu_categories(settings.data_dir) if (settings.data_dir / "mmlu").is_dir() else {}
 
     def describe(leaf: str, doc: dict[str, Any]) -> dict[str, Any]:
         subject = doc.get("subject") or (leaf.removeprefix(MMLU_PREFIX) if leaf.startswith(MMLU_PREFIX) else leaf)
@@ -185,13 +207,31 @@ def _run_lmeval(settings: Settings, suite: Suite, spec: TaskSpec, cached: Cached
                              tm=tm, num_fewshot=spec.num_fewshot, fewshot_seed=suite.seed,
                              choose_docs=lambda sizes: choose_docs(sizes, spec, suite.seed, limit),
                              describe_doc=describe)
+    key = metric_key(spec)
     rows = []
     for r in result.rows:
-        correct = r.get(spec.metric)
+        # `score` is the suite's metric for this item; `correct` only where that metric is right/wrong (0/1),
+        # so comparisons use McNemar there and a paired bootstrap for continuous metrics.
+        score = r.get(key)
         rows.append({**r, "task": spec.label, "leaf": r["task"], "item_id": f"{r['task']}/{r['doc_id']}",
-                     "task_version": result.leaf_versions.get(r["task"]), "gold": r.get("target"),
-                     "correct": None if correct is None else bool(correct >= 0.5)})
-    return rows
+                     "task_version": result.leaf_versions.get(r["task"]), "gold": r.get("target"), "score": score,
+                     "correct": bool(score) if score in (0.0, 1.0) else None})
+    # What lm-eval's own results file would say of the task (exports read it): documents available per
+    # leaf, few-shot count, each metric's direction and the versions.
+    about = {"lm_eval": {"task": spec.lm_eval, "num_fewshot": spec.num_fewshot, "n_docs": result.n_docs,
+                         "higher_is_better": result.higher_is_better, "versions": result.leaf_versions}}
+    return rows, about
+
+
+def metric_key(spec: TaskSpec) -> str:
+    """The per-item field holding a task's metric (lm-eval's "acc,none" is the field "acc").
+
+    >>> metric_key(TaskSpec(lm_eval="gsm8k", metric="exact_match,strict-match"))
+    'exact_match,strict-match'
+    >>> metric_key(TaskSpec(lm_eval="arc_easy", metric="acc_norm,none"))
+    'acc_norm'
+    """
+    return "passed" if spec.harness == "golden" else spec.metric.removesuffix(",none")
 
 
 def _select(spec: TaskSpec, suite: Suite, n: int, limit: int | None) -> list[int]:
@@ -242,8 +282,11 @@ def summarize_task(spec: TaskSpec, rows: list[dict[str, Any]]) -> dict[str, Any]
             by[r["subject"]].append(r)
         out["by_subject"] = {k: _perplexity(v) for k, v in sorted(by.items())}
         return out
-    key = "passed" if spec.harness == "golden" else spec.metric
+    key = metric_key(spec)
     out.update(_mean(rows, key))
+    if spec.lm_eval:  # every (metric, filter) pair the task reports, in lm-eval's key form
+        pairs = dict.fromkeys(k for r in rows for k in r.get("metric_keys") or [])
+        out["metrics"] = {k: _mean(rows, k.removesuffix(",none")) for k in pairs}
     unscored = [{"item_id": r["item_id"], "source": r.get("source"), "reason": r["unscored_reason"]}
                 for r in rows if r.get("unscored_reason")]
     if unscored:

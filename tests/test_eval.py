@@ -129,4 +129,4 @@ def test_cli_eval_writes_run_and_reports_suite_errors(settings, tiny_model_dir: 
     bad = suite_file.with_name("bad.yaml")
     bad.write_text("name: b\nversion: 1\ntasks:\n  - lm_eval: hellaswag_local\n    metric: acc_nrom\n")
     assert cli.main(["eval", "--model", str(tiny_model_dir), "--suite", str(bad)]) == 2
-    assert "tasks[0].metric 'acc_nrom' unknown; choose acc, acc_norm, exact_match" in capsys.readouterr().err
+    assert "tasks[0].metric 'acc_nrom' unknown for task 'hellaswag_local'; choose acc, acc_norm" in capsys.readouterr().err

@@ -156,6 +156,34 @@ def test_bad_inputs_exit_2_with_one_line(env: Path, tiny_model_dir: Path, capsys
     assert "needs preference rows" in capsys.readouterr().err
 
 
+def test_report_to_mlflow_keeps_an_offline_store_with_the_checkpoint(env: Path, tiny_model_dir: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture):
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    from harness import extras
+
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = _config(env, tiny_model_dir, "lora")
+    assert main(["finetune", str(cfg), "train.report_to=neptune"]) == 2
+    assert "train.report_to: unknown value 'neptune'" in capsys.readouterr().err
+    assert main(["finetune", str(cfg), "train.report_to=mlflow"]) == 0
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # set for the training only
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient((env / "out-lora" / "logs" / "mlruns").as_uri())
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].info.run_name == "out-lora"
+    assert {"loss", "eval_loss", "learning_rate"} <= set(runs[0].data.metrics)
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "eval_loss")] == [0, 2]
+    monkeypatch.setattr(extras, "is_installed", lambda module: False)
+    assert main(["finetune", str(cfg), "train.report_to=tensorboard"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "train.report_to=tensorboard needs the tensorboard package: pip install 'llm-harness[tensorboard]'")
+
+
 def test_prep_reports_planted_benchmark_leak(env: Path, tiny_model_dir: Path, data_dir: Path,
                                              capsys: pytest.CaptureFixture):
     import csv

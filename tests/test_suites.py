@@ -39,12 +39,18 @@ def test_all_yaml_in_suites_dir_are_shipped() -> None:
     assert set(available_suites()) >= {"forgetting", "forgetting-quick", "perplexity"}
 
 
-def test_unknown_metric_names_file_key_path_and_choices(tmp_path: Path) -> None:
+def test_unknown_metric_names_file_key_path_and_choices(tmp_path: Path, settings) -> None:
+    """An lm-eval task's metric is checked against that task's own metric_list, before any model loads."""
+    from harness.evaluate import check_suite_tasks
+
     p = write(tmp_path, GOOD + "  - lm_eval: hellaswag_local\n    metric: acc_nrom\n")
+    suite = load_suite(p)  # the file is well formed; the metric is the task's business
     with pytest.raises(SuiteError) as e:
+        check_suite_tasks(settings, suite)
+    assert "s.yaml: tasks[2].metric 'acc_nrom' unknown for task 'hellaswag_local'; choose acc, acc_norm" in str(e.value)
+    p = write(tmp_path, GOOD + "  - lm_eval: hellaswag_local\n    metric: 'acc,norm,x'\n")
+    with pytest.raises(SuiteError, match=r"tasks\[2\]\.metric 'acc,norm,x': name a metric of the task"):
         load_suite(p)
-    msg = str(e.value)
-    assert "s.yaml: tasks[2].metric 'acc_nrom' unknown; choose acc, acc_norm, exact_match" in msg
 
 
 def test_unknown_harness_task_and_metric_for_its_kind(tmp_path: Path) -> None:

@@ -232,6 +232,8 @@ class HFBackend:
                     ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
                     mask[row, width - len(encoded[i]):] = 1
                 kwargs: dict[str, Any] = {"max_new_tokens": r0.max_new_tokens, "pad_token_id": pad}
+                if r0.stop:  # a batch stops once every row has met a stop string (GSM8K: "Question:", not 256 tokens)
+                    kwargs.update(stop_strings=list(r0.stop), tokenizer=self.tokenizer)
                 if r0.is_greedy:
                     kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
                 else:

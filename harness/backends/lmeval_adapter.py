@@ -82,19 +82,123 @@ class LMEvalTaskResult:
     task: str
     version: str  # the task's (or group's) metadata version, for cache tags and manifests
     leaf_versions: dict[str, str]
-    rows: list[dict[str, Any]] = field(default_factory=list)  # one per scored document
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per scored document, every filter merged in
     n_docs: dict[str, int] = field(default_factory=dict)  # leaf -> documents available
+    higher_is_better: dict[str, bool] = field(default_factory=dict)  # metric -> lm-eval's direction
 
 
-def task_manager(include_path: Path | None, *, include_defaults: bool = True) -> Any:
-    """lm-eval's TaskManager over our rendered YAMLs and, by default, the built-in tasks.
+def metric_field(metric: str, filter_name: str) -> str:
+    """The per-item field holding one (metric, filter) pair's value: the bare metric for lm-eval's
+    "none" filter (acc, acc_norm, as before filters were told apart), else lm-eval's own results key.
+
+    >>> metric_field("acc", "none"), metric_field("exact_match", "strict-match")
+    ('acc', 'exact_match,strict-match')
+    """
+    return metric if filter_name == "none" else f"{metric},{filter_name}"
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """What a task's YAML says it reports, read from lm-eval's task index (no dataset is loaded)."""
+
+    leaf: str  # the leaf task the answer was read from (a group's first leaf)
+    output_type: str
+    fields: tuple[str, ...]  # per-item fields, metric_field(metric, filter), comparable as per-item means
+    not_per_item: dict[str, str]  # metric -> its corpus-level aggregation (bleu, f1, ...), not a mean of items
+
+
+def task_metrics(tm: Any, name: str) -> TaskMetrics:
+    """The (metric, filter) fields a task or group defines: its metric_list (or lm-eval's default metrics
+    for its output type) crossed with its filter_list (or "none"). Groups and tags answer for their first
+    leaf. Metrics whose aggregation is not a mean of per-item values are listed apart: the harness
+    compares per-item means, so they cannot be a suite's metric."""
+    from lm_eval.api.registry import DEFAULT_METRIC_REGISTRY, get_metric_aggregation
+
+    cfg, leaf = _leaf_config(tm, name)
+    output_type = str(cfg.get("output_type") or "generate_until")
+    listed = cfg.get("metric_list") or [{"metric": m} for m in DEFAULT_METRIC_REGISTRY.get(output_type, [])]
+    filters = [f.get("name", "none") for f in cfg.get("filter_list") or []] or ["none"]
+    fields: list[str] = []
+    not_per_item: dict[str, str] = {}
+    for entry in listed:
+        metric = str(entry.get("metric"))
+        aggregation = entry.get("aggregation")
+        if aggregation is None:
+            try:
+                default = get_metric_aggregation(metric)
+            except (KeyError, ValueError):
+                default = None
+            aggregation = getattr(default, "__name__", None) or "mean"
+        if str(aggregation) != "mean":
+            not_per_item[metric] = str(aggregation)
+            continue
+        fields.extend(metric_field(metric, f) for f in filters)
+    return TaskMetrics(leaf=leaf, output_type=output_type, fields=tuple(fields), not_per_item=not_per_item)
+
+
+def _leaf_config(tm: Any, name: str, depth: int = 0) -> tuple[dict[str, Any], str]:
+    entry = tm.task_index.get(name)
+    if entry is None or depth > 8:
+        raise SuiteError(f"lm-eval task '{name}' has no readable configuration")
+    cfg = entry.cfg or {}
+    members = cfg.get("task") if isinstance(cfg.get("task"), list) else None
+    if members is None and entry.kind.name == "TAG":
+        members = sorted(n for n, e in tm.task_index.items() if name in (e.tags or ()))
+    if members:
+        first = members[0]
+        if isinstance(first, dict):  # an inline task inside a group
+            return first, str(first.get("task"))
+        return _leaf_config(tm, str(first), depth + 1)
+    return cfg, name
+
+
+def check_task_metric(tm: Any, name: str, metric: str, where: str) -> str:
+    """The per-item field a suite's `metric` names for task `name`; SuiteError listing the choices if none.
+
+    `metric` is a field as metric_field spells it, or lm-eval's "METRIC,FILTER" key ("acc,none" is "acc").
+    """
+    info = task_metrics(tm, name)
+    key = metric.removesuffix(",none")
+    if key in info.fields:
+        return key
+    bare = key.split(",")[0]
+    if bare in info.not_per_item:
+        raise SuiteError(f"{where} '{metric}': task '{name}' aggregates it over the corpus "
+                         f"({info.not_per_item[bare]}), not as a mean of items, so it cannot be compared "
+                         f"item by item; choose {', '.join(info.fields) or 'another task'}")
+    raise SuiteError(f"{where} '{metric}' unknown for task '{name}'; choose {', '.join(info.fields)}")
+
+
+def task_manager(include_paths: Sequence[Path] | Path | None, *, include_defaults: bool = True) -> Any:
+    """lm-eval's TaskManager over folders of task YAMLs (the user's and our rendered ones) and, by default,
+    the built-in tasks; a folder's task overrides a built-in one of the same name.
 
     Indexing lm-eval's ~15k built-in task YAMLs takes 5-15 s; callers that
-    need only the local tasks pass include_defaults=False.
+    need only their own folders pass include_defaults=False.
     """
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(include_path) if include_path else None, include_defaults=include_defaults)
+    paths = [include_paths] if isinstance(include_paths, Path) else list(include_paths or [])
+    return TaskManager(include_path=[str(p) for p in paths] or None, include_defaults=include_defaults)
+
+
+def check_task_data(tm: Any, name: str, where: str) -> None:
+    """Load a task's documents once, so that one whose dataset is neither local nor in the Hugging Face
+    cache (offline) fails before any model loads, with one line naming the dataset it needs."""
+    try:
+        with _without_context_bars():
+            tm.load([name])
+    except Exception as e:  # datasets raises many kinds (ConnectionError, FileNotFoundError, ValueError, ...)
+        cfg, leaf = _leaf_config(tm, name)
+        dataset = cfg.get("dataset_path") or "?"
+        subset = f" (subset '{cfg['dataset_name']}')" if cfg.get("dataset_name") else ""
+        files = (cfg.get("dataset_kwargs") or {}).get("data_files")
+        source = f" from {files}" if files else ""
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SuiteError(f"{where} '{name}': cannot load its data: task '{leaf}' needs dataset '{dataset}'{subset}"
+                         f"{source}, which is neither local nor in the Hugging Face cache ({reason[:200]}); "
+                         f"download it where there is network, or point a task YAML at local files "
+                         f"(include_path)") from None
 
 
 def check_task_name(tm: Any, name: str, where: str, local: Sequence[str]) -> None:
@@ -147,20 +251,51 @@ def run_lmeval_task(backend: Backend, name: str, *, tm: Any, num_fewshot: int, f
     result = LMEvalTaskResult(task=name, version=str(out.get("versions", {}).get(name, versions[leaf_names[0]])),
                               leaf_versions=versions, n_docs=sizes)
     for leaf in leaf_names:
-        output_type = tasks[leaf].OUTPUT_TYPE
-        for s in out["samples"].get(leaf, []):
-            row = {"task": leaf, "doc_id": s["doc_id"], "target": _plain(s["target"])}
-            row.update({m: float(s[m]) for m in s.get("metrics", []) if isinstance(s.get(m), (int, float))})
-            if output_type == "multiple_choice":
-                lls = [float(r[0]) for r in s["filtered_resps"]]
-                row["loglikelihoods"] = lls
-                row["pred"] = max(range(len(lls)), key=lls.__getitem__)
-            elif output_type == "generate_until":
-                row["pred"] = _plain(s["filtered_resps"][0] if s["filtered_resps"] else None)
-            if describe_doc is not None:
-                row.update(describe_doc(leaf, s["doc"]))
-            result.rows.append(row)
+        result.higher_is_better.update({str(k): bool(v) for k, v in (out.get("higher_is_better", {}).get(leaf) or {}).items()})
+        by_doc: dict[Any, dict[str, Any]] = {}
+        for s in out["samples"].get(leaf, []):  # one sample per (document, filter)
+            row = by_doc.get(s["doc_id"])
+            if row is None:
+                row = by_doc[s["doc_id"]] = _document_row(leaf, tasks[leaf].OUTPUT_TYPE, s)
+                if describe_doc is not None:
+                    row.update(describe_doc(leaf, s["doc"]))
+            _add_filter(row, s)
+        result.rows.extend(by_doc.values())
     return result
+
+
+def _document_row(leaf: str, output_type: str, s: dict[str, Any]) -> dict[str, Any]:
+    """A document's row, before its filters' results are added: lm-eval's own record of it, JSON-plain.
+
+    The context of its requests is stored once as `prompt`; each request's `arguments` entry holds
+    None in its place when it is that prompt (a 5-shot MMLU context is kilobytes, times four choices).
+    """
+    args = [_plain(list(a)) for a in s.get("arguments") or []]
+    prompt = args[0][0] if args else None
+    row: dict[str, Any] = {
+        "task": leaf, "doc_id": s["doc_id"], "target": _plain(s["target"]), "output_type": output_type,
+        "doc": _plain(s.get("doc")), "prompt": prompt,
+        "arguments": [[None if a[0] == prompt else a[0], *a[1:]] for a in args],
+        "resps": _plain(s.get("resps")), "filtered_resps": {}, "metric_keys": [],
+        "doc_hash": s.get("doc_hash"), "prompt_hash": s.get("prompt_hash"), "target_hash": s.get("target_hash")}
+    if output_type == "multiple_choice":
+        lls = [float(r[0][0]) for r in s.get("resps") or []]
+        row["loglikelihoods"] = lls
+        row["pred"] = max(range(len(lls)), key=lls.__getitem__) if lls else None
+    return row
+
+
+def _add_filter(row: dict[str, Any], s: dict[str, Any]) -> None:
+    """One filter's responses and metric values, each (metric, filter) pair its own field (metric_field)."""
+    filter_name = str(s.get("filter", "none"))
+    row["filtered_resps"][filter_name] = _plain(s["filtered_resps"])
+    if row["output_type"] == "generate_until" and "pred" not in row:  # the first filter's answer
+        row["pred"] = _plain(s["filtered_resps"][0] if s["filtered_resps"] else None)
+    for m in s.get("metrics", []):
+        value = s.get(m)
+        if isinstance(value, (int, float)):  # corpus-level metrics (bleu, f1) log tuples, not item values
+            row[metric_field(m, filter_name)] = float(value)
+            row["metric_keys"].append(f"{m},{filter_name}")
 
 
 @contextmanager
@@ -179,9 +314,18 @@ def _without_context_bars() -> Iterator[None]:
 
 
 def _plain(x: Any) -> Any:
-    """JSON-friendly form of an lm-eval target or response (tuples to lists, others to str)."""
+    """JSON-friendly form of an lm-eval document, target or response (tuples to lists, numpy scalars to
+    numbers, other objects to str).
+
+    >>> _plain({"a": (1, 2.5), "b": None, 3: object.__name__})
+    {'a': [1, 2.5], 'b': None, '3': 'object'}
+    """
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if hasattr(x, "item") and callable(x.item):  # numpy scalars
+        return _plain(x.item())
     return str(x)

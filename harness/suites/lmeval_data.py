@@ -1,9 +1,9 @@
-"""Local copies of MMLU, ARC and HellaSwag, made readable by lm-eval, once.
+"""Local copies of MMLU, ARC, HellaSwag and GSM8K, made readable by lm-eval, once.
 
 The datasets under HARNESS_DATA_DIR keep their upstream formats (MMLU as
 headerless CSV, ARC as the original jsonl, HellaSwag as a 6-lines-per-item
-text file). lm-eval reads JSON through `dataset_path: json`, so
-`materialize_lmeval_tasks` converts them once into
+text file, GSM8K as the hub's JSONL). lm-eval reads JSON through
+`dataset_path: json`, so `materialize_lmeval_tasks` converts them once into
 
     HARNESS_HOME/lmeval/<key>/data/...      JSONL in the hub datasets' schema
     HARNESS_HOME/lmeval/<key>/tasks/...     task YAMLs rendered from
@@ -11,7 +11,9 @@ text file). lm-eval reads JSON through `dataset_path: json`, so
                                             absolute paths to that JSONL
 
 where <key> hashes the data folder, the templates and FORMAT_VERSION, so a
-change to any of them builds a fresh copy. The folder is staged and renamed
+change to any of them builds a fresh copy. A dataset missing from the data
+folder leaves its tasks out; `missing_local_data` names it for a suite that
+asks for one of them. The folder is staged and renamed
 into place under a file lock: concurrent runs build it once, and a reader
 never sees half of it. Nothing is written into the repository or the data dir.
 """
@@ -37,8 +39,10 @@ FORMAT_VERSION = 1
 TEMPLATES = Path(str(resources.files("suites"))) / "lmeval_tasks"
 MMLU_GROUP = "mmlu_local"
 MMLU_PREFIX = "mmlu_local_"
-# Local task names (besides the mmlu_local_<subject> leaves) and the data they need.
-LOCAL_TASKS = ("mmlu_local", "arc_easy_local", "arc_challenge_local", "hellaswag_local")
+# Local task names (besides the mmlu_local_<subject> leaves) and the folder of HARNESS_DATA_DIR each reads.
+LOCAL_DATA = {"mmlu_local": "mmlu", "arc_easy_local": "arc", "arc_challenge_local": "arc",
+              "hellaswag_local": "hellaswag", "gsm8k_local": "gsm8k"}
+LOCAL_TASKS = tuple(LOCAL_DATA)
 _MMLU_SPLITS = {"test": "test", "val": "validation", "dev": "dev"}
 _ARC_SPLITS = {"Train": "train", "Dev": "validation", "Test": "test"}
 
@@ -77,16 +81,32 @@ def local_task_names(data_dir: Path) -> list[str]:
     return list(LOCAL_TASKS) + [MMLU_PREFIX + s for s in mmlu_subjects(data_dir)]
 
 
+def is_local_task(name: str) -> bool:
+    """Whether a task name is one of the local tasks (a group, or an MMLU subject leaf)."""
+    return name in LOCAL_DATA or name.startswith(MMLU_PREFIX)
+
+
+def missing_local_data(data_dir: Path, name: str) -> Path | None:
+    """The data folder a local task needs when it is absent from `data_dir`, else None."""
+    folder = data_dir / LOCAL_DATA.get(name, "mmlu")
+    return None if folder.is_dir() else folder
+
+
 def materialize_lmeval_tasks(settings: Settings) -> LocalTasks:
-    """Convert the local datasets for lm-eval (once) and return where the task YAMLs are."""
+    """Convert the local datasets for lm-eval (once) and return where the task YAMLs are.
+
+    Datasets absent from HARNESS_DATA_DIR are left out (their tasks are not defined); the caller
+    checks the ones a suite needs with `missing_local_data`."""
     data_dir = settings.data_dir.resolve()
-    if not (data_dir / "mmlu").is_dir():
-        raise HarnessError(f"offline datasets not found at {data_dir} (no mmlu/); set HARNESS_DATA_DIR")
+    if not data_dir.is_dir():
+        raise HarnessError(f"offline datasets not found at {data_dir}; set HARNESS_DATA_DIR")
     h = hashlib.sha256(f"{FORMAT_VERSION}\0{data_dir}".encode())
     for t in sorted(TEMPLATES.glob("*.yaml")):
         h.update(t.name.encode() + t.read_bytes())
+    for folder in sorted(set(LOCAL_DATA.values())):  # a dataset arriving later builds a fresh copy
+        h.update(f"\0{folder}={(data_dir / folder).is_dir()}".encode())
     final = settings.home / "lmeval" / h.hexdigest()[:16]
-    categories = mmlu_categories(data_dir)
+    categories = mmlu_categories(data_dir) if (data_dir / "mmlu").is_dir() else {}
     with atomic.file_lock(settings.home / "lmeval" / ".build.lock"):
         if not (final / "tasks").is_dir():
             atomic.remove_stale_staging(final.parent)
@@ -97,6 +117,22 @@ def materialize_lmeval_tasks(settings: Settings) -> LocalTasks:
 
 def _build(data_dir: Path, stage: Path, final: Path, categories: dict[str, str]) -> None:
     # YAMLs name `final` (where the folder will be after the rename), not the stage.
+    (stage / "tasks").mkdir(parents=True, exist_ok=True)
+    if (data_dir / "mmlu").is_dir():
+        _build_mmlu(data_dir, stage, final, categories)
+    if (data_dir / "arc").is_dir():
+        _build_arc(data_dir, stage, final)
+    if (data_dir / "hellaswag").is_dir():
+        rows = read_hellaswag_text(data_dir / "hellaswag" / "hellaswag_val_full.txt.bz2")
+        atomic.write_jsonl(stage / "data" / "hellaswag" / "validation.jsonl", rows)
+        _write_yaml(stage / "tasks" / "hellaswag_local.yaml",
+                    _fill(_read_template("hellaswag_local.yaml"), {"@DATA@": str(final / "data")}))
+    if (data_dir / "gsm8k").is_dir():  # already the hub's JSONL schema: read in place
+        _write_yaml(stage / "tasks" / "gsm8k_local.yaml",
+                    _fill(_read_template("gsm8k_local.yaml"), {"@SOURCE@": str(data_dir / "gsm8k")}))
+
+
+def _build_mmlu(data_dir: Path, stage: Path, final: Path, categories: dict[str, str]) -> None:
     data_out = stage / "data"
     subjects = mmlu_subjects(data_dir)
     template = _read_template("mmlu_local_subject.yaml")
@@ -113,17 +149,16 @@ def _build(data_dir: Path, stage: Path, final: Path, categories: dict[str, str])
         "group": MMLU_GROUP, "task": [MMLU_PREFIX + s for s in subjects],
         "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
         "metadata": {"version": 1.0}})
+
+
+def _build_arc(data_dir: Path, stage: Path, final: Path) -> None:
     for name in ("ARC-Easy", "ARC-Challenge"):
         short = name.lower().replace("-", "_")
         for src_split, split in _ARC_SPLITS.items():
             rows = read_arc_jsonl(data_dir / "arc" / name / f"{name}-{src_split}.jsonl")
-            atomic.write_jsonl(data_out / short / f"{split}.jsonl", rows)
+            atomic.write_jsonl(stage / "data" / short / f"{split}.jsonl", rows)
         _write_yaml(stage / "tasks" / f"{short}_local.yaml",
                     _fill(_read_template(f"{short}_local.yaml"), {"@DATA@": str(final / "data")}))
-    rows = read_hellaswag_text(data_dir / "hellaswag" / "hellaswag_val_full.txt.bz2")
-    atomic.write_jsonl(data_out / "hellaswag" / "validation.jsonl", rows)
-    _write_yaml(stage / "tasks" / "hellaswag_local.yaml",
-                _fill(_read_template("hellaswag_local.yaml"), {"@DATA@": str(final / "data")}))
 
 
 def _read_template(name: str) -> dict[str, Any]:

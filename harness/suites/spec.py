@@ -2,10 +2,14 @@
 
 A suite names its tasks (an lm-eval task, or a harness task: `perplexity`
 or `golden`), each with few-shot count, a seeded document selection, a metric
-from a closed registry and an optional non-inferiority margin for the gate.
-Errors name the file and the key path:
+and an optional non-inferiority margin for the gate. A harness task's metric
+comes from a closed registry; an lm-eval task may name any metric its YAML
+defines, with its filter where it has several (`exact_match,strict-match`),
+checked against the task by harness.evaluate.check_suite_tasks. Folders of the
+user's own lm-eval task YAMLs come in through `include_path` (relative to the
+suite file) or `--include-path`. Errors name the file and the key path:
 
-    suites/forgetting.yaml: tasks[2].metric 'acc_nrom' unknown; choose acc, acc_norm, exact_match
+    suites/forgetting.yaml: tasks[2].metric 'acc_nrom' unknown for task 'arc_easy_local'; choose acc, acc_norm
 
 Suites ship in suites/*.yaml; `load_suite` takes one of those names or a path.
 Suite files are UTF-8 (a BOM is allowed). Given the settings, `load_suite`
@@ -18,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import yaml
@@ -32,9 +36,8 @@ from harness.textfile import read_utf8
 
 SUITES_DIR = Path(str(resources.files("suites")))  # the YAML suites, shipped as package data of `suites`
 HARNESS_TASKS = ("golden", "perplexity")
-# The closed metric registry: which metrics each kind of task can report.
+# The closed metric registry of harness tasks. lm-eval tasks report what their YAML defines.
 METRICS: dict[str, tuple[str, ...]] = {
-    "lm_eval": ("acc", "acc_norm", "exact_match"),
     "perplexity": ("token_perplexity",),
     "golden": ("check_pass_rate",),
 }
@@ -81,7 +84,12 @@ class TaskSpec(BaseModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, v: str, info: Any) -> str:
-        kind = info.data.get("harness") or "lm_eval"
+        kind = info.data.get("harness")
+        if kind is None:  # an lm-eval task: checked against the task's own metric_list and filters
+            if not v.strip() or v.count(",") > 1:
+                raise ValueError(f"'{v}': name a metric of the task, with its filter where it has several "
+                                 "(METRIC or METRIC,FILTER)")
+            return v
         allowed = METRICS.get(kind, ())
         if v not in allowed:
             raise ValueError(f"'{v}' unknown; choose {', '.join(allowed)}")
@@ -114,11 +122,19 @@ class Suite(BaseModel):
     description: str | None = None
     seed: int = 1234  # document sampling and lm-eval's few-shot sampler
     tasks: list[TaskSpec] = Field(min_length=1)
+    # Folders of the user's own lm-eval task YAMLs, relative to the suite file; handed to lm-eval's
+    # TaskManager beside the built-in and local tasks (a task defined there overrides a built-in one).
+    include_path: list[str] = Field(default_factory=list)
     # vLLM engine arguments for this suite (tensor_parallel_size, max_loras, ...), checked against
     # vLLM's parser when an engine starts; --serve-config and --engine-arg override them.
     serving: dict[str, Any] = Field(default_factory=dict)
     _path: Path | None = PrivateAttr(None)
     _sha256: str | None = PrivateAttr(None)
+
+    @field_validator("include_path", mode="before")
+    @classmethod
+    def _one_or_more(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _unique_labels(self) -> "Suite":
@@ -137,7 +153,20 @@ class Suite(BaseModel):
         """What a run manifest records about the suite."""
         return {"name": self.name, "version": self.version, "path": str(self._path) if self._path else None,
                 "sha256": self._sha256, "seed": self.seed, "serving": self.serving,
+                "include_path": [str(p) for p in self.include_dirs()],
                 "tasks": [t.model_dump(exclude_none=True) for t in self.tasks]}
+
+    def include_dirs(self) -> list[Path]:
+        """The include_path folders as absolute paths (relative ones against the suite file's folder)."""
+        base = self._path.parent if self._path else Path.cwd()
+        return [(base / p).resolve() for p in self.include_path]
+
+    def with_include_paths(self, paths: list[str] | tuple[str, ...]) -> "Suite":
+        """A copy with more task folders (the CLI's --include-path, relative to the working directory)."""
+        if not paths:
+            return self
+        return self.model_copy(update={"include_path": [*map(str, self.include_dirs()),
+                                                        *(str(Path(p).resolve()) for p in paths)]})
 
     def resolve_data(self, spec: TaskSpec) -> str:
         """A harness task's data: a named set as is, otherwise a path made absolute against the suite file."""
@@ -165,8 +194,12 @@ def find_suite(name_or_path: str, suites_dir: Path = SUITES_DIR) -> Path:
     raise SuiteError(f"suite '{name_or_path}' unknown; choose {', '.join(available_suites(suites_dir))} or a path to a YAML file")
 
 
-def load_suite(name_or_path: str | Path, suites_dir: Path = SUITES_DIR, *, settings: Settings | None = None) -> Suite:
+def load_suite(name_or_path: str | Path, suites_dir: Path = SUITES_DIR, *, settings: Settings | None = None,
+               include_paths: Sequence[str] = ()) -> Suite:
     """Load and validate a suite; any problem is a SuiteError naming the file and key path.
+
+    `include_paths` (the CLI's --include-path, relative to the working directory) are added to the
+    suite's own include_path folders.
 
     With `settings`, the data files of harness tasks are checked too (see
     `check_data_files`), so a missing or malformed file fails here, not
@@ -187,6 +220,10 @@ def load_suite(name_or_path: str | Path, suites_dir: Path = SUITES_DIR, *, setti
         raise SuiteError(format_validation_error(where, e)) from None
     suite._path = path.resolve()
     suite._sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    for p in include_paths:
+        if not Path(p).is_dir():
+            raise SuiteError(f"--include-path {p}: not a folder")
+    suite = suite.with_include_paths(tuple(include_paths))
     if settings is not None:
         check_data_files(suite, settings, where)
     return suite
@@ -199,6 +236,10 @@ def check_data_files(suite: Suite, settings: Settings, where: str) -> None:
     file given by path is read and validated as a golden set or text set.
     Errors name the suite file and key path: `where: tasks[i].data 'VALUE': ...`.
     """
+    for raw, folder in zip(suite.include_path, suite.include_dirs()):
+        if not folder.is_dir():
+            raise SuiteError(f"{where}: include_path '{raw}': not a folder ({folder}); paths are relative to "
+                             "the suite file")
     for i, spec in enumerate(suite.tasks):
         if spec.harness is None:
             continue
