@@ -234,19 +234,21 @@ def item_regressions(run: Run) -> pd.DataFrame:
     """A compare run's per-item rows with `regression` (> 0 is worse), largest first.
 
     Accuracy items: 1 for right→wrong, −1 for wrong→right, 0 otherwise.
+    Continuous metrics (a per-item F1): baseline − candidate score.
     Perplexity items: candidate − baseline NLL per token.
     """
     df = pd.DataFrame(run.items)
     if df.empty:
         return pd.DataFrame(columns=["candidate", "task", "subject", "category", "item_id", "regression"])
     for col in ("candidate", "task", "subject", "category", "item_id", "flip", "baseline_nll", "candidate_nll",
-                "n_tokens"):
+                "n_tokens", "baseline_score", "candidate_score"):
         if col not in df:
             df[col] = None
     flip = df["flip"].map({"right_to_wrong": 1.0, "wrong_to_right": -1.0}).fillna(0.0)
+    drop = pd.to_numeric(df["baseline_score"], errors="coerce") - pd.to_numeric(df["candidate_score"], errors="coerce")
     per_token = (pd.to_numeric(df["candidate_nll"], errors="coerce") - pd.to_numeric(df["baseline_nll"], errors="coerce")) \
         / pd.to_numeric(df["n_tokens"], errors="coerce")
-    df = df.assign(regression=per_token.where(per_token.notna(), flip))
+    df = df.assign(regression=per_token.where(per_token.notna(), drop.where(drop.notna(), flip)))
     return df.sort_values("regression", ascending=False, kind="stable").reset_index(drop=True)
 
 
