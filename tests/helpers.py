@@ -134,3 +134,24 @@ class ChatStub:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# A user's own multiple-choice lm-eval task over a local JSONL (rows: question, choices, label); {data}
+# is the file's path. Used through include_path (tests/test_lmeval_tasks*.py).
+USER_MC_TASK = """\
+task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: "{data}"
+output_type: multiple_choice
+test_split: test
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+metadata:
+  version: 1.0
+"""

@@ -12,6 +12,7 @@ import pytest
 from harness.compare import compare_eval_runs
 from harness.errors import SuiteError
 from harness.store import Run
+from tests.helpers import USER_MC_TASK
 
 # A user's own task folder: a generative task with two filters, and a multiple-choice task, on local JSONL.
 QA_TASK = """\
@@ -46,23 +47,6 @@ filter_list:
 metadata:
   version: 2.0
 """
-MC_TASK = """\
-task: my_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: "{data}"
-output_type: multiple_choice
-test_split: test
-doc_to_text: "Q: {{{{question}}}}\\nA:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-metadata:
-  version: 1.0
-"""
 
 
 @pytest.fixture
@@ -76,7 +60,7 @@ def user_tasks(tmp_path: Path) -> Path:
     mc.write_text("".join(json.dumps({"question": q, "choices": c, "label": y}) + "\n"
                           for q, c, y in [("Up or down?", ["up", "down"], 0), ("Hot or cold?", ["hot", "cold"], 1)]))
     (folder / "my_qa.yaml").write_text(QA_TASK.format(data=qa))
-    (folder / "my_mc.yaml").write_text(MC_TASK.format(data=mc))
+    (folder / "my_mc.yaml").write_text(USER_MC_TASK.format(name="my_mc", data=mc))
     return folder
 
 

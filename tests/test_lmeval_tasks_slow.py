@@ -6,34 +6,19 @@ import json
 from pathlib import Path
 
 from cli.main import main as harness_main
+from tests.helpers import USER_MC_TASK
 
-TASK = """\
-task: capitals_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: "{data}"
-output_type: multiple_choice
-test_split: test
-doc_to_text: "Question: What is the capital of {{{{country}}}}?\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-metadata:
-  version: 1.0
-"""
 ROWS = [("France", ["Paris", "Berlin", "Madrid"], 0), ("Japan", ["Seoul", "Tokyo", "Beijing"], 1),
-        ("Italy", ["Vienna", "Athens", "Rome"], 2), ("Germany", ["Berlin", "Prague", "Warsaw"], 0)]
+        ("Italy", ["Vienna", "Athens", "Rome"], 2), ("Germany", ["Berlin", "Prague", "Warsaw"], 0)]  # capitals
 
 
 def test_include_path_task_on_smollm2(smollm2_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     folder = tmp_path / "my_tasks"
     folder.mkdir()
     data = folder / "capitals.jsonl"
-    data.write_text("".join(json.dumps({"country": c, "choices": ch, "label": y}) + "\n" for c, ch, y in ROWS))
-    (folder / "capitals_mc.yaml").write_text(TASK.format(data=data))
+    data.write_text("".join(json.dumps({"question": f"What is the capital of {c}?", "choices": ch, "label": y}) + "\n"
+                            for c, ch, y in ROWS))
+    (folder / "capitals_mc.yaml").write_text(USER_MC_TASK.format(name="capitals_mc", data=data))
     suite = tmp_path / "mine.yaml"
     suite.write_text("name: mine\nversion: 1\ntasks:\n  - lm_eval: capitals_mc\n    metric: acc\n    margin: 5.0\n")
     monkeypatch.setenv("HARNESS_HOME", str(smollm2_dir.parent.parent))
