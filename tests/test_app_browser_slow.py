@@ -127,6 +127,17 @@ def _column(table, col: int) -> list[str]:
     return table.locator(f"[data-testid^='glide-cell-{col}-']").all_inner_texts()
 
 
+def _resorted(page, table, before: list[int], is_descending: bool, timeout_s: float = 30.0) -> list[int]:
+    """Column 1's numbers once the grid has redrawn after a header click: changed from `before` and in
+    order, or whatever it shows after `timeout_s` (a loaded machine redraws late; a fixed wait flaked)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = [int(t) for t in _column(table, 1) if t]
+        if (shown != before and shown == sorted(shown, reverse=is_descending)) or time.monotonic() > deadline:
+            return shown
+        page.wait_for_timeout(250)
+
+
 @pytest.mark.timeout(300)
 def test_golden_items_sort_numerically_in_a_real_browser(served, tmp_path):
     from playwright.sync_api import expect, sync_playwright
@@ -143,12 +154,11 @@ def test_golden_items_sort_numerically_in_a_real_browser(served, tmp_path):
             table = page.get_by_test_id("stDataFrame").first
             expect(table.get_by_test_id("glide-cell-1-0")).to_have_text("7")  # "Bonjour": stored order first
             canvas = table.locator("canvas").first.bounding_box()
-            shown = []
-            for _ in range(2):  # ascending, then descending
+            shown = [[int(t) for t in _column(table, 1) if t]]  # the unscored item has no output
+            for is_descending in (False, True):  # ascending, then descending
                 page.mouse.click(canvas["x"] + ITEM_ID_WIDTH + 30, canvas["y"] + HEADER_Y)
-                page.wait_for_timeout(500)
-                shown.append([int(t) for t in _column(table, 1) if t])  # the unscored item has no output
-            up, down = shown
+                shown.append(_resorted(page, table, shown[-1], is_descending))
+            up, down = shown[1:]
             assert up == sorted(up) and down == sorted(down, reverse=True) and len(up) >= 8
             assert up.index(10 if 10 in up else 11) > up.index(9 if 9 in up else 8)  # 11 after 8, not "11" < "8"
             assert max(up) >= 100 and min(up) < 10
