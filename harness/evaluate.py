@@ -3,7 +3,10 @@
 `evaluate_suite` is the single entry point. Every scoring path goes through
 the per-item cache (harness.backends.cache.CachedBackend), so a rerun, or a comparison
 that evaluates the same baseline again, recomputes nothing; finished chunks
-survive a crash. Per task kind:
+survive a crash. A finished task is also stored whole, as a task manifest
+(harness.task_manifest): an unchanged rerun takes its rows from there, building
+no lm-eval task and asking the backend nothing, so no model loads and no
+engine starts. Per task kind:
 
 - lm-eval tasks run through lm-eval's evaluator over our backend
   (harness.backends.lmeval_adapter); on the hf backend loglikelihoods come
@@ -31,6 +34,7 @@ from harness.backends.base import Backend, call_per_item_on_overflow
 from harness.backends.cache import CachedBackend, ItemCache
 from harness.backends.factory import open_backend
 from harness.backends.hf_prefix import with_shared_prefix
+from harness.backends.lmeval_index import TaskCatalog, check_task_metric, check_task_name, task_fingerprint
 from harness.errors import HarnessError, Interrupted, SuiteError
 from harness.records import RollingRequest
 from harness.settings import Settings
@@ -42,6 +46,7 @@ from harness.suites.lmeval_data import (
 )
 from harness.suites.spec import Suite, TaskSpec, choose_docs
 from harness.suites.text import load_text_set
+from harness.task_manifest import data_check_key, task_content, task_key
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +57,19 @@ def check_suite_tasks(settings: Settings, suite: Suite) -> Any:
     """Fail early (before loading a model) on lm-eval tasks nobody defines, data nobody has, and metrics
     a task does not report.
 
-    Returns lm-eval's TaskManager over the suite's include_path folders, the local tasks (built once,
-    and only when the suite names one) and, where a name is found in neither, lm-eval's built-in
-    tasks; None when the suite has no lm-eval tasks. A stock task's dataset is loaded here, so one
-    that is neither local nor in the Hugging Face cache is one line naming it (see
-    lmeval_adapter.check_task_data).
+    Returns the suite's task index (harness.backends.lmeval_index.TaskCatalog) over the include_path
+    folders, the local tasks (built once, and only when the suite names one) and, where a name is
+    found in neither, lm-eval's built-in tasks; None when the suite has no lm-eval tasks. Names and
+    metrics are read from the task YAMLs without importing lm-eval (a fully cached rerun never
+    needs it); a name found nowhere is looked up in lm-eval's own index before it is refused. A
+    non-local task's dataset is loaded here, so one that is neither local nor in the Hugging Face
+    cache is one line naming it (lmeval_adapter.check_task_data), unless this very configuration
+    loaded its data before (recorded in the item cache); a task that then must run and cannot
+    load it fails alone, with the same line.
     """
     specs = [(i, t) for i, t in enumerate(suite.tasks) if t.lm_eval]
     if not specs:
         return None
-    from harness.backends.lmeval_adapter import check_task_data, check_task_metric, check_task_name, task_manager
     where = f"{suite.path or suite.name}: tasks"
     folders = list(suite.include_dirs())
     if any(is_local_task(t.lm_eval or "") for _, t in specs):
@@ -72,20 +80,37 @@ def check_suite_tasks(settings: Settings, suite: Suite) -> Any:
                 raise SuiteError(f"{where}[{i}].lm_eval '{spec.lm_eval}' reads the local dataset {missing}, which "
                                  f"is not there; set HARNESS_DATA_DIR to the folder holding it")
         folders.append(materialize_lmeval_tasks(settings).task_dir)
-    tm = task_manager(folders, include_defaults=False) if folders else None
-    if tm is None or any(t.lm_eval not in tm.all_tasks for _, t in specs):
+    tm: Any = TaskCatalog(folders)
+    if any(t.lm_eval not in tm.task_index for _, t in specs):
         if not any(is_local_task(t.lm_eval or "") for _, t in specs) and (settings.data_dir / "mmlu").is_dir():
             folders.append(materialize_lmeval_tasks(settings).task_dir)  # a misspelt local name finds its match
-        tm = task_manager(folders, include_defaults=True)
+        tm = TaskCatalog(folders, home=settings.home, include_defaults=True)
+    if any(t.lm_eval not in tm.task_index for _, t in specs):
+        tm = tm.manager()  # lm-eval's own index has the last word before a name is refused
     names = local_task_names(settings.data_dir) if (settings.data_dir / "mmlu").is_dir() else list(LOCAL_TASKS)
     shown = [n for n in names if not n.startswith(MMLU_PREFIX)]
     for i, spec in specs:
         check_task_name(tm, spec.lm_eval or "", f"{where}[{i}].lm_eval", shown + ["mmlu_local_<subject>"])
         check_task_metric(tm, spec.lm_eval or "", spec.metric, f"{where}[{i}].metric")
-    for i, spec in specs:
-        if not is_local_task(spec.lm_eval or ""):
-            check_task_data(tm, spec.lm_eval or "", f"{where}[{i}].lm_eval")
+    _check_task_data(settings, tm, [(i, s) for i, s in specs if not is_local_task(s.lm_eval or "")], where)
     return tm
+
+
+def _check_task_data(settings: Settings, tm: Any, specs: list[tuple[int, TaskSpec]], where: str) -> None:
+    """Load each task's data once per configuration (seconds: lm-eval's TaskManager and the dataset)."""
+    if not specs:
+        return
+    cache = ItemCache(settings.cache_path)
+    try:
+        for i, spec in specs:
+            key = data_check_key(task_fingerprint(tm, spec.lm_eval or ""))
+            if cache.get_task(key) is None:
+                from harness.backends.lmeval_adapter import check_task_data  # imports lm-eval
+
+                check_task_data(tm, spec.lm_eval or "", f"{where}[{i}].lm_eval")
+                cache.put_task(key, {"data_loaded": True})
+    finally:
+        cache.close()
 
 
 def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, backend_kind: str = "hf",
@@ -93,13 +118,15 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
                    use_fast_scorer: bool = True, show_progress: bool = True, task_manager: Any = None) -> Run:
     """Evaluate `model` (an open Backend, or a model reference to open and close) on `suite`.
 
-    `task_manager` is what `check_suite_tasks` returned, for callers that checked the suite's
-    task names before loading models; without it the names are checked here. `limit` caps the
-    documents per subject (leaf task) after the suite's own sampling, from the front of the
-    same seeded order. Returns an unsaved Run
+    `task_manager` is what `check_suite_tasks` returned (or lm-eval's own TaskManager), for
+    callers that checked the suite's task names before loading models; without it the names are
+    checked here. `limit` caps the documents per subject (leaf task) after the suite's own
+    sampling, from the front of the same seeded order. Returns an unsaved Run
     of kind "eval": one item row per scored document per task, aggregates per
     task, subject and category, and a manifest with the model's hashes, the
-    suite (name, version, file hash, seed) and the scoring parameters.
+    suite (name, version, file hash, seed) and the scoring parameters. Its `cache` counts
+    hits (requests answered without computing, those of tasks answered by their manifest
+    included), misses, and `tasks_from_manifest` (their labels).
     """
     t0 = time.time()
     tm = task_manager if task_manager is not None else check_suite_tasks(settings, suite)
@@ -116,13 +143,16 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
         cached = CachedBackend(scorer, cache, chunk_size=CHUNK_REQUESTS, show_progress=show_progress)
         items: list[dict[str, Any]] = []
         tasks: dict[str, Any] = {}
+        from_manifest: list[str] = []
         is_interrupted = False
         try:  # around the whole loop, so a Ctrl-C anywhere in it (a log line included) is caught
             for spec in suite.tasks:
                 t_task = time.time()
                 log.info("task %s (%s)", spec.label, spec.lm_eval or spec.harness)
                 try:
-                    rows, about = _run_task(settings, suite, spec, cached, tm, limit)
+                    rows, about, is_stored = _answer_task(settings, suite, spec, cached, tm, limit)
+                    if is_stored:
+                        from_manifest.append(spec.label)
                 except HarnessError as e:
                     log.error("task %s failed: %s", spec.label, e)
                     tasks[spec.label] = _failed_task(spec, str(e))
@@ -145,7 +175,7 @@ def evaluate_suite(settings: Settings, model: Backend | str, suite: Suite, *, ba
                         "limit_per_subject": limit, "notice": backend.notice,
                         # platform, GPUs, engine arguments, log-likelihood route (hf and vllm backends)
                         "runtime": backend.runtime},
-            "cache": {"path": str(settings.cache_path), **cached.stats},
+            "cache": {"path": str(settings.cache_path), **cached.stats, "tasks_from_manifest": from_manifest},
             "wall_s": round(time.time() - t0, 1),
         }
         if is_interrupted:
@@ -181,6 +211,31 @@ def _describe_model(backend: Any, model: Backend | str) -> dict[str, Any]:
     resolved = backend.resolved
     d = resolved.describe() if resolved is not None else {"ref": model if isinstance(model, str) else backend.name}
     return {**d, "identity": backend.identity}
+
+
+def _answer_task(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend, tm: Any,
+                 limit: int | None) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
+    """(rows, summary extras, whether they came from the task's manifest).
+
+    A stored manifest (harness.task_manifest) answers the task whole: no lm-eval task is built and
+    the backend is asked nothing, so a lazy model never loads and a lazy engine never starts; its
+    requests count as cache hits, as the item cache would have counted them. Otherwise the task
+    runs (every request still through the item cache) and its manifest is stored.
+    """
+    content = task_content(settings, suite, spec, tm)
+
+    def key() -> str:  # read each time: a scorer may settle its route (and parameters) at its first request
+        return task_key(backend=cached.name, identity=cached.identity, scoring_params=cached.scoring_params,
+                        spec=spec, seed=suite.seed, limit=limit, content=content)
+
+    stored = cached.cache.get_task(key())
+    if stored is not None:
+        cached.count_answered(stored["n_requests"])
+        return stored["rows"], stored["about"], True
+    asked = cached.n_requests
+    rows, about = _run_task(settings, suite, spec, cached, tm, limit)
+    cached.cache.put_task(key(), {"rows": rows, "about": about, "n_requests": cached.n_requests - asked})
+    return rows, about, False
 
 
 def _run_task(settings: Settings, suite: Suite, spec: TaskSpec, cached: CachedBackend, tm: Any,

@@ -7,7 +7,9 @@ serves the base and all its adapters, judge included when it shares the
 base); generate both models' answers greedily (cached under "golden@1", the
 same key `harness eval` uses, so answers are shared); judge every prompt in
 both orders (cached under the judge config's tag); compute the statistics
-with harness.stats; score judge-free metrics; run the injection probe.
+with harness.stats; score judge-free metrics (cached too); run the injection
+probe. A rerun whose answers and judgments are all cached asks no model
+anything, so none loads and no engine starts.
 
 `judge_golden` is the part after generation, for callers (e.g. `harness
 compare --golden`) that already hold the answers and an open judge.
@@ -39,7 +41,7 @@ from harness.suites.golden import GENERATION_TAG, GoldenItem, load_golden_set
 from judges.config import iter_jsonl, load_judge_config
 from judges.injection import measure_injection
 from judges.judge import Judge, chat_renderer, token_counter
-from judges.metrics import Embedder, score_outputs, summarize_metrics
+from judges.metrics import cached_embedder, score_outputs, summarize_metrics
 from judges.pairwise import PairInput, grade_answers, judge_pairs
 from judges.trust import assess_injection
 from judges.validate import latest_validation
@@ -102,6 +104,7 @@ def _side(outcome: float) -> str | None:
 def judge_golden(judge: Judge, items: Sequence[GoldenItem], candidate: Sequence[Generation],
                  baseline: Sequence[Generation], rng: np.random.Generator, *, confidence: float = 0.95,
                  n_resamples: int = 2000, grader: Judge | None = None, embedder: Any = None,
+                 metric_cache: ItemCache | None = None,
                  human_labels: dict[str, str] | None = None, use_injection_probe: bool = True,
                  verdict_mode: str = "auto", validation: dict[str, Any] | None = None,
                  judge_ref: str = "JUDGE") -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
@@ -109,7 +112,8 @@ def judge_golden(judge: Judge, items: Sequence[GoldenItem], candidate: Sequence[
 
     Item rows hold one prompt each: both answers, both games with raw
     judgments, the reduced outcome from the candidate's side (None when
-    invalid), judge-free metrics and optional grades. Aggregates hold the win
+    invalid), judge-free metrics (ROUGE-L kept in `metric_cache` when given, as a cached
+    `embedder` keeps its similarities) and optional grades. Aggregates hold the win
     rate with its interval over prompts, ties, disagreements, invalid
     verdicts, position consistency, first-position win rate, LC win rate,
     metrics per model, kappa against `human_labels`, and the injection probe;
@@ -128,8 +132,8 @@ def judge_golden(judge: Judge, items: Sequence[GoldenItem], candidate: Sequence[
     lc = stats.estimate_lc_win_rate(outcomes, [c.n_completion_tokens for c in candidate],
                                     [b.n_completion_tokens for b in baseline], rng,
                                     confidence=confidence, n_resamples=min(n_resamples, 1000))
-    metrics = {"candidate": score_outputs(items, [c.text for c in candidate], embedder),
-               "baseline": score_outputs(items, [b.text for b in baseline], embedder)}
+    metrics = {side: score_outputs(items, [g.text for g in gens], embedder, cache=metric_cache)
+               for side, gens in (("candidate", candidate), ("baseline", baseline))}
     grades: dict[str, list[Any]] = {}
     if grader is not None:
         for side, gens in (("candidate", candidate), ("baseline", baseline)):
@@ -236,8 +240,8 @@ def run_judge(settings: Settings, cfg: JudgeRunConfig, backends: dict[str, Any] 
             rows, agg, injection_rows = judge_golden(
                 judge, items, gens["candidate"], gens["baseline"], np.random.default_rng(cfg.seed),
                 confidence=cfg.confidence, n_resamples=cfg.n_resamples, grader=grader,
-                embedder=Embedder() if cfg.use_embeddings else None, human_labels=human,
-                use_injection_probe=cfg.use_injection_probe, verdict_mode=cfg.verdict_mode,
+                embedder=cached_embedder(settings, cache) if cfg.use_embeddings else None, metric_cache=cache,
+                human_labels=human, use_injection_probe=cfg.use_injection_probe, verdict_mode=cfg.verdict_mode,
                 validation=validation, judge_ref=cfg.judge)
             if unscored:
                 agg["unscored"] = unscored

@@ -84,8 +84,10 @@ def test_eval_shows_one_bar_per_task_and_stores_the_log(tmp_path: Path, tiny_mod
     (log_file,) = (home / "logs").glob("eval-*.log")
     assert "INFO lm_eval" in log_file.read_text()
 
-    # -v: the same lines on the terminal too; the rerun comes from the cache, and its bars say so.
-    assert main(["-v", *argv]) == 0
+    # -v: the same lines on the terminal too. --limit 2 changes the tasks' manifest keys (an unchanged rerun
+    # would take each task whole from its manifest, running nothing), so lm-eval runs again and every item
+    # comes from the item cache, and the bars say so.
+    assert main(["-v", *argv, "--limit", "2"]) == 0
     err = capsys.readouterr().err
     assert "INFO lm_eval" in err
     finals = {_bars(line)[0]: line for line in re.split(r"[\r\n]", err) if "100%|" in line}

@@ -6,6 +6,10 @@ sampling parameters) and a task tag (name and version). The same request
 against the same model is computed once, across reruns and across comparisons
 that share a baseline. Finished items are committed in small chunks, so a run
 that dies keeps them and a rerun resumes.
+
+The same SQLite file holds task manifests (table `tasks`): a task's finished rows under a
+key of everything that shapes them (harness.task_manifest), so an unchanged rerun answers a
+whole task without lm-eval or the model.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import json
 import sqlite3
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -36,6 +41,7 @@ class ItemCache:
         self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS tasks (key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL)")
         self._db.commit()
 
     @staticmethod
@@ -59,6 +65,20 @@ class ItemCache:
                                  [(k, json.dumps(v), now) for k, v in pairs])
             self._db.commit()
 
+    def get_task(self, key: str) -> Any:
+        """The task manifest stored under `key` (harness.task_manifest), or None."""
+        with self._lock:
+            found = self._db.execute("SELECT value FROM tasks WHERE key = ?", (key,)).fetchone()
+        # zlib: a task's rows repeat their prompts and documents (an MMLU 5-shot task is megabytes of JSON).
+        return None if found is None else json.loads(zlib.decompress(found[0]))
+
+    def put_task(self, key: str, value: Any) -> None:
+        # default=str as the run's items.jsonl is written (harness.atomic.write_jsonl)
+        blob = zlib.compress(json.dumps(value, default=str).encode("utf-8"), 6)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)", (key, blob, time.time()))
+            self._db.commit()
+
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
@@ -73,7 +93,9 @@ class CachedBackend:
 
     `tag` names the task and its version ("mmlu/5shot@1"); it is part of every
     key. Misses go to the inner backend in chunks of `chunk_size`, each chunk
-    committed before the next starts. `stats` counts hits and misses.
+    committed before the next starts. `stats` counts hits and misses;
+    `n_requests` every request asked (what a fully cached rerun counts as hits).
+    Copies made by `with_tag` share both counts.
     """
 
     def __init__(self, inner: Backend, cache: ItemCache, *, tag: str = "", chunk_size: int = 32,
@@ -86,6 +108,17 @@ class CachedBackend:
         self.name = inner.name
         self.identity = inner.identity
         self.stats = {"hits": 0, "misses": 0}
+        self._asked = [0]  # shared with with_tag copies, as `stats` is
+
+    @property
+    def n_requests(self) -> int:
+        return self._asked[0]
+
+    def count_answered(self, n_requests: int) -> None:
+        """Count requests answered from the cache without asking for them one by one (a task
+        manifest holds a whole task's results): hits, as a rerun through `_run` would count them."""
+        self.stats["hits"] += n_requests
+        self._asked[0] += n_requests
 
     @property
     def scoring_params(self) -> dict[str, Any]:
@@ -107,6 +140,7 @@ class CachedBackend:
         other = CachedBackend(self.inner, self.cache, tag=tag, chunk_size=self.chunk_size,
                               show_progress=self.show_progress)
         other.stats = self.stats
+        other._asked = self._asked
         return other
 
     def _run(self, method: str, requests: Sequence[Any], compute: Callable[[list[Any]], list[Any]],
@@ -122,6 +156,7 @@ class CachedBackend:
         unique = list(first.values())
         self.stats["hits"] += len(requests) - len(todo)
         self.stats["misses"] += len(unique)
+        self._asked[0] += len(requests)
         # The task's one bar: every request, those read from the cache counted up front.
         cached = len(requests) - len(unique)
         bar = progress(total=len(requests), initial=cached, desc=self._label(), unit="item",
@@ -141,6 +176,7 @@ class CachedBackend:
                     # them, and read every request again under those, so none mixes scorers.
                     self.stats["misses"] -= len(unique)
                     self.stats["hits"] -= len(requests) - len(todo)
+                    self._asked[0] -= len(requests)
                     self._store(method, [requests[i] for i in idx], results)
                     return self._run(method, requests, compute, decode)
                 pairs = [(keys[i], to_jsonable(r)) for i, r in zip(idx, results)]

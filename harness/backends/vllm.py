@@ -32,6 +32,7 @@ starts; harness.backends.factory.open_models scores them on hf instead.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import itertools
 import json
 import logging
@@ -46,11 +47,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
+from harness import atomic
 from harness.backends import engine
 from harness.backends.engine import EngineArgs
 from harness.backends.hf import HFBackend, dtype_name
 from harness.backends.openai_api import generate_with_client
-from harness.backends.platform import describe_platform, detect_platform
+from harness.backends.platform import describe_platform, detect_platform, vllm_version
 from harness.backends.probes import PROBES, TOL_NATS_PER_TOKEN
 from harness.backends.tokenization import LMTokenizer, ScoreRow
 from harness.errors import BackendError, ContextTooLongError, HarnessError
@@ -89,22 +91,40 @@ def engine_max_model_len(base_path: str, requested: int | None = None) -> int:
     return min(int(config.get("max_position_embeddings") or 2048), MAX_MODEL_LEN_CAP)
 
 
+def refusal_memo(settings: Settings) -> Path:
+    """Where `vllm_refusal` keeps its answers (HARNESS_HOME/vllm-refusals)."""
+    return settings.home / "vllm-refusals"
+
+
 def _served_rank(rank: int) -> int:
     """The --max-lora-rank vLLM is started with for an adapter of this rank (vLLM accepts only these)."""
     return next((r for r in _LORA_RANKS if r >= rank), rank)
 
 
-def vllm_refusal(adapter_path: Path) -> str | None:
+def vllm_refusal(adapter_path: Path, *, memo_dir: Path | None = None) -> str | None:
     """Why vLLM would refuse to serve this adapter, in vLLM's own words (one line), or None.
 
     Read from adapter_config.json, before any engine starts: vLLM serves LoRA adapters only
     (not IA3 or prompt tuning), and its own PEFTHelper rejects LoRA options it lacks (DoRA,
     LoRA bias, modules_to_save, PiSSA-style inits, ...). Asking vLLM's validator rather than
-    listing the options here keeps the answer right as vLLM adds support.
+    listing the options here keeps the answer right as vLLM adds support. With `memo_dir` the
+    answer is kept there per (adapter_config.json, vLLM version): asking imports vLLM (2-3 s),
+    which a rerun that starts no engine should not pay.
     """
     cfg = read_adapter_config(adapter_path)
     if cfg.get("peft_type") != "LORA":
         return f"vLLM serves LoRA adapters only, and this is a {cfg.get('peft_type')} adapter"
+    key = hashlib.sha256(json.dumps([cfg, vllm_version()], sort_keys=True, default=str).encode()).hexdigest()
+    memo = memo_dir / key if memo_dir is not None else None
+    if memo is not None and memo.is_file():
+        return json.loads(memo.read_text())["reason"]
+    reason = _ask_vllm(cfg)
+    if memo is not None:
+        atomic.write_json(memo, {"reason": reason})
+    return reason
+
+
+def _ask_vllm(cfg: dict[str, Any]) -> str | None:
     from vllm.config.lora import LoRAConfig
     from vllm.lora.peft_helper import PEFTHelper
 
@@ -165,6 +185,7 @@ class VLLMServer:
         self._probe_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._check_lock = threading.Lock()
+        self._tokenizer: Any = None  # the base's, shared by every model this engine serves
         atexit.register(self.close)
 
     @classmethod
@@ -197,7 +218,7 @@ class VLLMServer:
         for a in resolved:
             if a.adapter_path is None or a.base_hash != base_r.base_hash:
                 raise HarnessError(f"'{a.ref.raw}' is not an adapter of '{base_r.ref.raw}'; one engine serves one base")
-            reason = vllm_refusal(a.adapter_path)
+            reason = vllm_refusal(a.adapter_path, memo_dir=refusal_memo(settings))
             if reason:
                 raise HarnessError(f"'{a.ref.raw}': vLLM cannot serve this adapter ({reason}); score it with "
                                    "--backend hf, or merge it with 'harness finetune merge'")
@@ -378,12 +399,21 @@ class VLLMServer:
         if resolved is None or resolved.adapter_path is None:
             if resolved is not None and resolved.base_hash != self.base.base_hash:
                 raise HarnessError(f"this engine serves '{self.base.ref.raw}', not '{resolved.ref.raw}'")
-            return VLLMBackend(self, "base", self.base, owns_server=owns_server)
+            return VLLMBackend(self, "base", self.base, owns_server=owns_server, loaded_tokenizer=self.tokenizer())
         name = adapter_name(resolved)
         if name not in self.adapters:
             raise HarnessError(f"adapter '{resolved.ref.raw}' is not served by this engine; "
                                f"served: {', '.join(a.ref.raw for a in self.adapters.values()) or 'none'}")
-        return VLLMBackend(self, name, resolved, owns_server=owns_server)
+        return VLLMBackend(self, name, resolved, owns_server=owns_server, loaded_tokenizer=self.tokenizer())
+
+    def tokenizer(self) -> Any:
+        """The base's tokenizer, loaded once (adapters tokenize as their base: each backend reads its
+        base's files), so a compare opening the base and its adapters reads it once."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.base.base_path, trust_remote_code=False)
+        return self._tokenizer
 
 
 class VLLMBackend:
@@ -392,8 +422,9 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, server: VLLMServer, served_name: str, resolved: ResolvedModel, *, owns_server: bool = False,
-                 tokenizer: str | None = None):
-        """`tokenizer`: where to load it from, if not the model's files (a vllm:MODEL@URL server's model)."""
+                 tokenizer: str | None = None, loaded_tokenizer: Any = None):
+        """`tokenizer`: where to load it from, if not the model's files (a vllm:MODEL@URL server's model);
+        `loaded_tokenizer`: one already loaded from there (the engine's, VLLMServer.tokenizer)."""
         from transformers import AutoTokenizer
 
         self.server = server
@@ -402,8 +433,9 @@ class VLLMBackend:
         self.identity = resolved.identity
         self.owns_server = owns_server
         self.max_length = server.options["max_model_len"]
-        self.lm_tok = LMTokenizer(AutoTokenizer.from_pretrained(tokenizer or resolved.base_path,
-                                                                trust_remote_code=False), self.max_length)
+        self.lm_tok = LMTokenizer(loaded_tokenizer or AutoTokenizer.from_pretrained(tokenizer or resolved.base_path,
+                                                                                    trust_remote_code=False),
+                                  self.max_length)
         # The hf scorer runs in hf's own default dtype (float32 on CPU: faster there, and its
         # adapters merge exactly), not the engine's; harness.backends.hf.pick_dtype says why.
         self._hf_dtype = dtype_name("auto")
